@@ -1,0 +1,147 @@
+"""``appliance bench ingest``: the real ingest pipeline against ``cp -r`` + ``sync``.
+
+Both runs copy the same camera sources to the same file system in the same command.
+The sources are plain folders on that file system, so the figure measures the
+appliance (copy, hash, fsync, read-back verify, catalog) and not a USB link. Page-cache
+state is made equal for both: the sources are read once before each run, and the
+destination's caches are dropped where the kernel lets us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.catalog import registry
+from appliance.config import parse_config
+from appliance.daemon import Appliance
+from appliance.dock.events import DockAction, DockEvent, SourceKind
+from appliance.metrics import SessionFinished
+
+CHUNK = 16 << 20
+
+
+def make_sources(root: Path, slots: int, size: int, files: int) -> list[Path]:
+    """``slots`` camera folders of ``size`` bytes each, in ``files`` incompressible files."""
+    pattern = os.urandom(CHUNK)
+    sources = []
+    for slot in range(1, slots + 1):
+        media = root / f"cam{slot}" / "DCIM" / "100MEDIA"
+        media.mkdir(parents=True)
+        (root / f"cam{slot}" / "DEVICE.TXT").write_text(f"SERIAL=BENCH{slot:03d}\n")
+        per_file = size // files
+        for i in range(files):
+            with open(media / f"CLIP{i:04d}.MP4", "wb") as fh:
+                left = per_file
+                # A different prefix per file keeps every file's content unique.
+                fh.write(f"{slot}-{i}".encode().ljust(4096, b"\0"))
+                left -= 4096
+                while left > 0:
+                    n = min(left, CHUNK)
+                    fh.write(pattern[:n])
+                    left -= n
+        sources.append(root / f"cam{slot}")
+    subprocess.run(["sync"], check=True)
+    return sources
+
+
+def _warm(sources: list[Path]) -> None:
+    for src in sources:
+        for path in src.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    while fh.read(CHUNK):
+                        pass
+
+
+def _drop_caches() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def time_cp(sources: list[Path], dest: Path) -> float:
+    """Seconds for parallel ``cp -r`` of every source, then ``sync``."""
+    dest.mkdir(parents=True)
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["cp", "-r", str(src), str(dest / src.name)]) for src in sources]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError("cp failed")
+    subprocess.run(["sync"], check=True)
+    return time.perf_counter() - started
+
+
+async def time_ingest(sources: list[Path], work: Path, io_concurrency: int) -> tuple[float, int]:
+    """Seconds for the appliance to ingest every source through the real pipeline."""
+    config = parse_config({
+        "state_dir": str(work / "state"),
+        "vault": {"backend": "directory", "path": str(work / "vault"), "reserve": 0},
+        "dock": {"slots": {i: f"bench-{i}" for i in range(1, len(sources) + 1)},
+                 "mount_root": str(work / "mnt"), "udev": False, "io_concurrency": io_concurrency},
+        "ingest": {"ffprobe": False},
+    })
+    appliance = Appliance(config)
+    for i in range(1, len(sources) + 1):
+        appliance.catalog.run(registry.add_device, f"BENCH{i:03d}", officer=f"bench{i}")
+    finished: list[SessionFinished] = []
+    appliance.bus.subscribe(lambda e: finished.append(e) if isinstance(e, SessionFinished) else None)
+    await appliance.start(udev=False, web_listener=False)
+    try:
+        started = time.perf_counter()
+        for slot, src in enumerate(sources, start=1):
+            appliance.dock(DockEvent(DockAction.ADD, slot, f"bench-{slot}", src, SourceKind.DIRECTORY))
+        await asyncio.sleep(0)
+        await appliance.wait_idle()
+        seconds = time.perf_counter() - started
+    finally:
+        await appliance.stop()
+    bad = [f for f in finished if f.result != "done"]
+    if bad:
+        raise RuntimeError(f"ingest failed: {bad}")
+    return seconds, sum(f.bytes for f in finished)
+
+
+def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
+              files_per_slot: int = 8, io_concurrency: int | None = None) -> dict:
+    """Run both and return the figures (bytes per second and the ratio ingest / cp)."""
+    base = Path(tempfile.mkdtemp(prefix="appliance-bench-", dir=workdir or "/var/tmp"))
+    try:
+        sources = make_sources(base / "src", slots, size, files_per_slot)
+        total = sum(f.stat().st_size for s in sources for f in s.rglob("*") if f.is_file())
+        dropped = _drop_caches()
+        _warm(sources)
+        ingest_s, ingested = asyncio.run(time_ingest(sources, base / "ingest", io_concurrency or slots))
+        _chmod_tree_writable(base / "ingest")
+        shutil.rmtree(base / "ingest", ignore_errors=True)
+        _drop_caches()
+        _warm(sources)
+        cp_s = time_cp(sources, base / "cp")
+        return {
+            "slots": slots, "bytes": total, "ingested_bytes": ingested,
+            "ingest_seconds": round(ingest_s, 3), "cp_sync_seconds": round(cp_s, 3),
+            "ingest_MBps": round(total / ingest_s / 1e6, 1), "cp_sync_MBps": round(total / cp_s / 1e6, 1),
+            "ratio_ingest_vs_cp": round(cp_s / ingest_s, 3), "page_cache_dropped": dropped,
+            "goal": ">= 0.9",
+        }
+    finally:
+        _chmod_tree_writable(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _chmod_tree_writable(root: Path) -> None:
+    """The vault makes folders read-only; a benchmark must still clean up after itself."""
+    for dirpath, dirs, _files in os.walk(root):
+        for d in dirs:
+            try:
+                os.chmod(Path(dirpath) / d, 0o755)
+            except OSError:
+                pass

@@ -1,0 +1,169 @@
+"""The ``appliance`` command. Errors are caught once, here, and printed as one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from pathlib import Path
+
+from appliance import __version__
+from appliance.config import Config, default_config_path, load_config
+from appliance.errors import ApplianceError, AuditChainBroken
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(Path(args.config) if args.config else default_config_path())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.daemon import run_daemon
+
+    asyncio.run(run_daemon(_config(args)))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"{config.source}: OK (vault: {config.vault.backend} at {config.vault.path}, "
+          f"{len(config.dock.slots)} slots, {len(config.profiles)} camera profiles)")
+    return 0
+
+
+def _catalog(config: Config):  # type: ignore[no-untyped-def]
+    from appliance.catalog.db import Catalog
+
+    return Catalog(config.catalog_path)
+
+
+def cmd_device_add(args: argparse.Namespace) -> int:
+    from appliance.catalog import registry
+
+    catalog = _catalog(_config(args))
+    device = catalog.run(registry.add_device, args.serial, officer=args.officer, model=args.model or "",
+                         brand=args.brand or "", actor=f"cli:{getpass.getuser()}")
+    print(f"{device.serial}: {device.brand} {device.model}, officer {device.officer_name or '-'}")
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    from appliance.catalog import registry
+
+    for d in _catalog(_config(args)).run(registry.list_devices):
+        print(f"{d.serial}\t{d.brand} {d.model}\t{d.status}\t{d.officer_name or '-'}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from appliance.catalog import audit
+
+    state = _catalog(_config(args)).run(audit.verify_chain)
+    if not state.ok:
+        raise AuditChainBroken(f"row {state.first_broken}: {state.reason} ({state.rows} rows read)")
+    print(f"audit chain OK: {state.rows} rows, head {state.head}")
+    return 0
+
+
+def cmd_dock(args: argparse.Namespace) -> int:
+    from appliance.dock.control import send_request
+
+    config = _config(args)
+    request: dict = {"action": args.dock_action, "slot": args.slot}
+    if args.dock_action == "attach":
+        request.update(source=str(Path(args.source).resolve()), serial=args.serial, kind=args.kind)
+    reply = asyncio.run(send_request(config.state_dir / "dock.sock", request))
+    print(json.dumps(reply, ensure_ascii=False))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from appliance.demo.run import run_demo
+
+    return asyncio.run(run_demo(cameras=args.cameras, once=args.once,
+                                state=Path(args.state) if args.state else None, port=args.port))
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from appliance.bench.ingest import run_bench
+    from appliance.config import parse_size
+
+    result = run_bench(slots=args.slots, size=parse_size(args.size),
+                       workdir=Path(args.dir) if args.dir else None, files_per_slot=args.files)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="执法记录仪证据采集工作站 / evidence appliance")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $APPLIANCE_CONFIG, "
+                        "/etc/appliance/config.yaml, ./config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", parents=[common], help="run the daemon").set_defaults(fn=cmd_run)
+    sub.add_parser("check-config", parents=[common], help="validate the configuration and exit") \
+        .set_defaults(fn=cmd_check_config)
+
+    device = sub.add_parser("device", help="the device registry").add_subparsers(dest="device_cmd",
+                                                                                 required=True)
+    add = device.add_parser("add", parents=[common], help="register a camera or change its officer")
+    add.add_argument("serial")
+    add.add_argument("--officer", required=True)
+    add.add_argument("--model")
+    add.add_argument("--brand")
+    add.set_defaults(fn=cmd_device_add)
+    device.add_parser("list", parents=[common], help="list cameras").set_defaults(fn=cmd_device_list)
+
+    audit_p = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_cmd", required=True)
+    audit_p.add_parser("verify", parents=[common], help="check the hash chain") \
+        .set_defaults(fn=cmd_audit_verify)
+
+    dock = sub.add_parser("dock", help="dock a camera image or folder by hand (card readers, tests)")
+    dock_sub = dock.add_subparsers(dest="dock_action", required=True)
+    attach = dock_sub.add_parser("attach", parents=[common])
+    attach.add_argument("--slot", type=int, required=True)
+    attach.add_argument("--serial")
+    attach.add_argument("--kind", choices=["block", "image", "directory"])
+    attach.add_argument("source")
+    attach.set_defaults(fn=cmd_dock)
+    detach = dock_sub.add_parser("detach", parents=[common])
+    detach.add_argument("--slot", type=int, required=True)
+    detach.set_defaults(fn=cmd_dock)
+
+    demo = sub.add_parser("demo", help="run on the embedded default with simulated cameras")
+    demo.add_argument("--cameras", type=int, default=3)
+    demo.add_argument("--once", action="store_true", help="ingest once, print a summary, exit")
+    demo.add_argument("--state", help="keep everything in this folder (with a config.yaml)")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(fn=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    bi = bench.add_parser("ingest", help="ingest vs cp -r + sync of the same files")
+    bi.add_argument("--slots", type=int, default=4)
+    bi.add_argument("--size", default="1GiB", help="bytes per camera (default 1GiB)")
+    bi.add_argument("--files", type=int, default=8, help="files per camera")
+    bi.add_argument("--dir", help="work folder (default: a temporary folder under /var/tmp)")
+    bi.set_defaults(fn=cmd_bench_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except ApplianceError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

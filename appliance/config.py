@@ -1,0 +1,308 @@
+"""The appliance's configuration: ``config.yaml`` loaded into typed, validated objects.
+
+One schema (pydantic), defaults inside it, validated once at start-up. After that the
+rest of the code only reads validated values from the :class:`Config` object that is
+handed down; there is no other global state. A bad value is refused with its key path
+and the reason (``dock.slots.3: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appliance.errors import ConfigError
+
+DEFAULT_SYSTEM_CONFIG = Path("/etc/appliance/config.yaml")
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """Turn ``8MiB``, ``1.5 GB``, ``4096`` into a byte count; refuse anything else."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 8MiB or 1GB, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 8MiB or 1GB")
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, 8MiB, 1.5GB)")
+    number, unit = match.groups()
+    unit = (unit or "").upper()
+    unit = unit[:-1] if unit.endswith("B") else unit
+    return int(float(number) * _UNITS[unit])
+
+
+Size = Annotated[int, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    # Unknown keys are refused: a typo in a key must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationConfig(_Model):
+    id: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+    name: str = "演示执法站"
+    timezone: str = "Asia/Shanghai"
+
+
+class VaultConfig(_Model):
+    backend: Literal["directory", "zfs"] = "directory"
+    path: Path = Path("/var/lib/appliance/vault")
+    dataset: str | None = None
+    reserve: Size = 1 << 30
+
+    @field_validator("reserve", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> int:
+        return parse_size(v)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> "VaultConfig":
+        if self.backend == "zfs" and not self.dataset:
+            raise ValueError("backend 'zfs' needs 'dataset' (the parent dataset, e.g. tank/evidence)")
+        if self.dataset and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*", self.dataset):
+            raise ValueError(f"dataset {self.dataset!r} is not a valid ZFS dataset name")
+        return self
+
+
+class WebConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ClockSyncConfig(_Model):
+    path: str = "time.txt"
+    format: str = "%Y-%m-%d %H:%M:%S"
+
+    @field_validator("format")
+    @classmethod
+    def _format_works(cls, v: str) -> str:
+        if "%" not in v:
+            raise ValueError("the format needs strftime fields such as %Y-%m-%d %H:%M:%S")
+        datetime.now(timezone.utc).strftime(v)
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        return _relative_path(v)
+
+
+class IdentityConfig(_Model):
+    path: str = "DEVICE.TXT"
+    pattern: str = r"(?im)^\s*(?:SN|SERIAL|设备编号)\s*[=:：]\s*([A-Za-z0-9_-]+)"
+
+    @field_validator("pattern")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        try:
+            compiled = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        if compiled.groups < 1:
+            raise ValueError("the pattern needs one group that captures the serial")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        return _relative_path(v)
+
+
+class ProfileMatch(_Model):
+    vendor: str | None = None
+    model: str | None = None
+
+
+class CameraProfile(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    brand: str = ""
+    model: str = ""
+    match: ProfileMatch = ProfileMatch()
+    media_dirs: list[str] = Field(default_factory=lambda: ["DCIM", "VIDEO", "AUDIO", "PHOTO", "RECORD"])
+    extensions: list[str] = Field(
+        default_factory=lambda: [".mp4", ".mov", ".avi", ".ts", ".mkv", ".wav", ".mp3", ".aac",
+                                 ".jpg", ".jpeg"])
+    identity: IdentityConfig = IdentityConfig()
+    clock_sync: ClockSyncConfig | None = ClockSyncConfig()
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted(cls, v: list[str]) -> list[str]:
+        out = []
+        for ext in v:
+            if not re.fullmatch(r"\.[A-Za-z0-9]{1,8}", ext):
+                raise ValueError(f"{ext!r} is not an extension like .mp4")
+            out.append(ext.lower())
+        return out
+
+    @field_validator("media_dirs")
+    @classmethod
+    def _media_dirs(cls, v: list[str]) -> list[str]:
+        return [_relative_path(d) for d in v]
+
+
+class DockConfig(_Model):
+    slots: dict[int, str] = Field(default_factory=dict)
+    mount_root: Path = Path("/run/appliance/mnt")
+    io_concurrency: int = Field(default=4, ge=1, le=64)
+    block_size: Size = 8 << 20
+    udev: bool = True
+
+    @field_validator("block_size", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> int:
+        size = parse_size(v)
+        if size < 64 << 10 or size > 256 << 20 or size % 4096:
+            raise ValueError("block_size must be a multiple of 4KiB between 64KiB and 256MiB")
+        return size
+
+    @field_validator("slots")
+    @classmethod
+    def _slots(cls, v: dict[int, str]) -> dict[int, str]:
+        seen: dict[str, int] = {}
+        for slot, port in v.items():
+            if slot < 1 or slot > 64:
+                raise ValueError(f"slot number {slot} is outside 1..64")
+            if not port.strip():
+                raise ValueError(f"slot {slot} has an empty port path")
+            if port in seen:
+                raise ValueError(f"port {port!r} is mapped to slots {seen[port]} and {slot}")
+            seen[port] = slot
+        return v
+
+
+class IngestConfig(_Model):
+    hashes: list[Literal["sha256", "sm3"]] = Field(default_factory=lambda: ["sha256"])
+    wipe: Literal["never", "after-verify"] = "never"
+    ffprobe: bool = True
+
+    @field_validator("hashes")
+    @classmethod
+    def _sha256_first(cls, v: list[str]) -> list[str]:
+        if "sha256" not in v:
+            raise ValueError("sha256 is always computed; list it (sm3 may be added)")
+        if len(set(v)) != len(v):
+            raise ValueError("an algorithm is listed twice")
+        return ["sha256"] + [a for a in v if a != "sha256"]
+
+
+class Config(_Model):
+    """The validated configuration, handed down to every part of the appliance."""
+
+    station: StationConfig = StationConfig()
+    state_dir: Path = Path("/var/lib/appliance/state")
+    vault: VaultConfig = VaultConfig()
+    web: WebConfig = WebConfig()
+    dock: DockConfig = DockConfig()
+    ingest: IngestConfig = IngestConfig()
+    profiles: list[CameraProfile] = Field(default_factory=lambda: [CameraProfile(name="generic")])
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[CameraProfile]) -> list[CameraProfile]:
+        if not v:
+            raise ValueError("at least one camera profile is needed")
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError("two profiles have the same name")
+        return v
+
+    @property
+    def catalog_path(self) -> Path:
+        """Where the SQLite catalog lives: inside the vault, so it is snapshotted with it."""
+        return self.vault.path / "catalog" / "catalog.sqlite"
+
+    def with_overrides(self, **changes: object) -> "Config":
+        """A copy with top-level fields replaced (used by the demo and the benchmark)."""
+        return self.model_copy(update=changes)
+
+
+def _relative_path(v: str) -> str:
+    parts = Path(v).parts
+    if not v or Path(v).is_absolute() or ".." in parts:
+        raise ValueError(f"{v!r} must be a relative path on the camera without '..'")
+    return v
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: key.path: reason``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the documented config.yaml)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def default_config_path(environ: dict[str, str] | None = None) -> Path:
+    """``$APPLIANCE_CONFIG``, else ``/etc/appliance/config.yaml`` where it exists, else ``./config.yaml``."""
+    env = os.environ if environ is None else environ
+    if env.get("APPLIANCE_CONFIG"):
+        return Path(env["APPLIANCE_CONFIG"])
+    if DEFAULT_SYSTEM_CONFIG.exists():
+        return DEFAULT_SYSTEM_CONFIG
+    return Path("config.yaml")
+
+
+def parse_config(data: object, source: str = "config") -> Config:
+    """Validate already-parsed YAML data; raise :class:`ConfigError` naming every bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a config file. Relative paths inside it are taken from its folder."""
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    config = parse_config(data, str(path))
+    base = path.resolve().parent
+    vault = config.vault.model_copy(update={"path": _anchor(config.vault.path, base)})
+    dock = config.dock.model_copy(update={"mount_root": _anchor(config.dock.mount_root, base)})
+    return config.model_copy(update={
+        "state_dir": _anchor(config.state_dir, base), "vault": vault, "dock": dock,
+        "source": path.resolve(),
+    })
+
+
+def _anchor(p: Path, base: Path) -> Path:
+    return p if p.is_absolute() else base / p

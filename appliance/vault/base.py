@@ -1,0 +1,72 @@
+"""The vault interface: one contract, two backends (``directory`` and ``zfs``).
+
+The rest of the appliance never asks which backend it has.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.errors import VaultError
+
+
+@dataclass(frozen=True)
+class VaultSpace:
+    """Space of the file system that holds the media."""
+
+    free_bytes: int
+    used_bytes: int
+    total_bytes: int
+
+
+class Vault(ABC):
+    """Where evidence lives."""
+
+    backend: str = "abstract"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.vault.path
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Check that the vault exists and is writable; create the layout's top folders."""
+
+    @abstractmethod
+    def seal(self, session_dir: Path, session_id: str) -> str | None:
+        """Make a committed session unchangeable; return the snapshot name if one was taken."""
+
+    @abstractmethod
+    def health(self) -> str:
+        """``ONLINE`` when healthy, else the backend's own word for what is wrong."""
+
+    def space(self) -> VaultSpace:
+        """Free and used bytes where the media is stored."""
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        return VaultSpace(free, total - st.f_bfree * st.f_frsize, total)
+
+    def absolute(self, relative: str | Path) -> Path:
+        """A vault-relative path (as the catalog stores it) made absolute, refusing escapes."""
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents and path != self.root.resolve():
+            raise VaultError(f"{relative}: outside the vault")
+        return path
+
+    def relative(self, path: Path) -> str:
+        """The vault-relative form of an absolute path inside the vault."""
+        return str(path.relative_to(self.root))
+
+    def make_session_dir(self, relative: Path) -> Path:
+        """Create (or reopen, on resume) a session's folder."""
+        path = self.root / relative
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VaultError(f"{path}: cannot create: {exc.strerror}") from None
+        return path

@@ -1,0 +1,40 @@
+"""The ``directory`` backend: the vault's layout on a plain folder.
+
+For a laptop, a trial or the demo. Files are read-only (0444) and committed session
+folders are made read-only (0555); there are no snapshots, so :meth:`seal` returns None
+and nothing stops root from changing a file: ``appliance verify`` is what catches it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from appliance.errors import VaultError
+from appliance.vault.base import Vault
+from appliance.vault.copier import fsync_dir
+
+
+class DirectoryVault(Vault):
+    backend = "directory"
+
+    def prepare(self) -> None:
+        for sub in ("media", "quarantine", "catalog"):
+            try:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VaultError(f"{self.root / sub}: cannot create: {exc.strerror}") from None
+        if not os.access(self.root / "media", os.W_OK):
+            raise VaultError(f"{self.root / 'media'}: not writable")
+
+    def seal(self, session_dir: Path, session_id: str) -> str | None:
+        # Bottom-up, so a folder is closed only after everything below it is.
+        for root, dirs, _files in os.walk(session_dir, topdown=False):
+            for d in dirs:
+                os.chmod(Path(root) / d, 0o555)
+            fsync_dir(Path(root))
+        os.chmod(session_dir, 0o555)
+        return None
+
+    def health(self) -> str:
+        return "ONLINE" if os.access(self.root, os.W_OK) else "READONLY"
