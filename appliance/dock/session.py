@@ -214,7 +214,9 @@ class IngestSession:
         if self.pulled:
             raise DeviceGone(display_path(f.rel_raw))
         src = Path(os.fsdecode(os.path.join(os.fsencode(volume.path), f.rel_raw)))
-        dest = Path(os.fsdecode(os.path.join(os.fsencode(self._session_dir / FILES), f.rel_raw)))
+        # The vault holds only valid UTF-8 names (ZFS utf8only, UDF discs): an invalid byte in
+        # a camera name becomes a visible \xNN escape; the manifest keeps the exact bytes.
+        dest = self._session_dir / FILES / display_path(f.rel_raw)
         loop = asyncio.get_running_loop()
 
         def progress(n: int) -> None:
