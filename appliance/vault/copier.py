@@ -12,6 +12,7 @@ complete verified file.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import time
@@ -88,10 +89,7 @@ def _copy_and_hash(
         raise _source_error(src, exc) from exc
     try:
         before = os.fstat(src_fd)
-        try:
-            dst_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise _vault_error(temp, exc) from exc
+        dst_fd = _open_for_write(temp)
         try:
             total = _pump(src, src_fd, dst_fd, hasher, block_size, progress)
             try:
@@ -113,10 +111,35 @@ def _copy_and_hash(
     return total, hasher.digests(), before.st_mtime_ns, before.st_atime_ns
 
 
+def _open_for_write(temp: Path) -> int:
+    """Open the temporary file, with O_DIRECT where the file system takes it.
+
+    Direct writes skip the page cache: no second copy of the data in memory, no
+    writeback storm at fdatasync, and the read-back that follows cannot be served from
+    a cache that the write filled.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(temp, flags | os.O_DIRECT, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise _vault_error(temp, exc) from exc
+    try:
+        return os.open(temp, flags, 0o600)
+    except OSError as exc:
+        raise _vault_error(temp, exc) from exc
+
+
 def _pump(src: Path, src_fd: int, dst_fd: int, hasher: MultiHasher, block_size: int,
           progress: Progress | None) -> int:
-    buf = bytearray(block_size)
-    view = memoryview(buf)
+    # An anonymous mmap is page-aligned, as O_DIRECT requires of the buffer. It is left to
+    # the garbage collector: an exception's traceback may still hold views of it.
+    buf = mmap.mmap(-1, block_size)
+    return _pump_into(src, src_fd, dst_fd, hasher, buf, memoryview(buf), progress)
+
+
+def _pump_into(src: Path, src_fd: int, dst_fd: int, hasher: MultiHasher, buf: mmap.mmap,
+               view: memoryview, progress: Progress | None) -> int:
     total = 0
     while True:
         try:
@@ -125,12 +148,23 @@ def _pump(src: Path, src_fd: int, dst_fd: int, hasher: MultiHasher, block_size: 
             raise _source_error(src, exc, total) from exc
         if n == 0:
             return total
-        chunk = view[:n]
-        hasher.update(chunk)
-        _write_all(dst_fd, chunk)
+        with view[:n] as chunk:  # released even on error, so the mmap can close
+            hasher.update(chunk)
+            _write_block(dst_fd, chunk)
         total += n
         if progress:
             progress(n)
+
+
+def _write_block(fd: int, data: memoryview) -> None:
+    """Write a block; a tail that is not a multiple of 4 KiB leaves O_DIRECT for its last bytes."""
+    aligned = len(data) & ~4095
+    if aligned != len(data) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+        _write_all(fd, data[:aligned])
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        _write_all(fd, data[aligned:])
+    else:
+        _write_all(fd, data)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -169,14 +203,11 @@ def _hash_from_disk(path: Path, algorithms: Sequence[str], block_size: int) -> t
 
 def _hash_fd(fd: int, algorithms: Sequence[str], block_size: int) -> Digests:
     hasher = MultiHasher(algorithms)
-    # An anonymous mmap is page-aligned, as O_DIRECT requires of the buffer.
-    with mmap.mmap(-1, block_size) as buf:
-        view = memoryview(buf)
-        try:
-            while n := os.readv(fd, [buf]):
-                hasher.update(view[:n])
-        finally:
-            view.release()
+    buf = mmap.mmap(-1, block_size)  # page-aligned for O_DIRECT; freed by the collector
+    view = memoryview(buf)
+    while n := os.readv(fd, [buf]):
+        with view[:n] as chunk:
+            hasher.update(chunk)
     return hasher.digests()
 
 
