@@ -1,0 +1,46 @@
+"""Manual docking requests are outside input: validated field by field."""
+
+import pytest
+
+from appliance.dock.control import BadRequest, parse_request
+from appliance.dock.events import DockAction, SourceKind
+
+
+def test_attach_request_becomes_a_dock_event(tmp_path):
+    event = parse_request({"action": "attach", "slot": 2, "source": str(tmp_path), "serial": "X1"}, [1, 2])
+    assert event.action is DockAction.ADD and event.slot == 2 and event.kind is SourceKind.DIRECTORY
+    assert event.serial == "X1"
+
+
+@pytest.mark.parametrize("request_, words", [
+    ({"action": "format"}, "action"),
+    ({"action": "attach", "slot": 9, "source": "/"}, "slot"),
+    ({"action": "attach", "slot": True, "source": "/"}, "slot"),
+    ({"action": "attach", "slot": 1, "source": "relative/path"}, "absolute"),
+    ({"action": "attach", "slot": 1, "source": "/no/such/thing"}, "exists"),
+    ({"action": "attach", "slot": 1, "source": "/", "kind": "tape"}, "kind"),
+    ({"action": "attach", "slot": 1, "source": "/", "serial": 5}, "serial"),
+])
+def test_bad_requests_are_refused_with_the_field_named(request_, words):
+    with pytest.raises(BadRequest, match=words):
+        parse_request(request_, [1, 2])
+
+
+async def test_control_socket_answers_garbage_with_an_error(tmp_path):
+    from appliance.dock.control import ControlServer, send_request
+    import asyncio
+    got = []
+    server = ControlServer(tmp_path / "s.sock", [1], got.append)
+    await server.start()
+    try:
+        assert (tmp_path / "s.sock").stat().st_mode & 0o077 == 0
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+        writer.write(b"\xff\xfe not json\n")
+        await writer.drain()
+        assert b"not a JSON request" in await reader.readline()
+        writer.close()
+        reply = await send_request(tmp_path / "s.sock", {"action": "attach", "slot": 1,
+                                                         "source": str(tmp_path)})
+        assert reply == {"ok": True} and len(got) == 1
+    finally:
+        await server.stop()
