@@ -67,6 +67,29 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from appliance.vault import open_vault
+    from appliance.vault.verify import verify_vault
+
+    config = _config(args)
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise ApplianceError(f"--since {args.since!r}: expected a date like 2026-11-01") from None
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    report = verify_vault(_catalog(config), open_vault(config), since)
+    for p in report.problems:
+        print(f"{p.kind.upper():<9} {p.path}: {p.detail}")
+    word = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"verify: {report.files_checked} files, {report.bytes_checked} bytes checked, "
+          f"pool {report.pool_health}: {word}")
+    return 0 if report.ok else 1
+
+
 def cmd_dock(args: argparse.Namespace) -> int:
     from appliance.dock.control import send_request
 
@@ -122,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit_p = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_cmd", required=True)
     audit_p.add_parser("verify", parents=[common], help="check the hash chain") \
         .set_defaults(fn=cmd_audit_verify)
+
+    verify = sub.add_parser("verify", parents=[common], help="re-hash the vault against catalog, "
+                            "manifests and snapshots")
+    verify.add_argument("--since", help="only sessions started on or after this date (ISO 8601)")
+    verify.set_defaults(fn=cmd_verify)
 
     dock = sub.add_parser("dock", help="dock a camera image or folder by hand (card readers, tests)")
     dock_sub = dock.add_subparsers(dest="dock_action", required=True)

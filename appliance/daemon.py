@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
@@ -29,6 +30,7 @@ from appliance.events import EventBus
 from appliance.metrics import Metrics, SessionFinished
 from appliance.vault import VaultSpace, open_vault
 from appliance.vault.probe import probe
+from appliance.vault.verify import last_run as last_verify_run
 from appliance.web.app import make_app
 
 log = logging.getLogger(__name__)
@@ -197,6 +199,11 @@ class Appliance:
         self.vault_health = await loop.run_in_executor(self.executor, self.vault.health)
         self.metrics.vault_free.set(self.last_space.free_bytes)
         self.metrics.vault_used.set(self.last_space.used_bytes)
+        self.metrics.pool_healthy.set(1 if self.vault_health == "ONLINE" else 0)
+        run = await self.catalog.call(last_verify_run)
+        if run:
+            self.metrics.verify_last.set(datetime.fromisoformat(run["finished_at"]).timestamp())
+            self.metrics.verify_problems.set(run["problems"])
 
     async def _refresh_space_forever(self) -> None:
         while True:

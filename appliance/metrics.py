@@ -69,6 +69,12 @@ class Metrics:
                                 "1 while ingest is refused or failed because the vault is full.", registry=r)
         self.audit_chain_ok = Gauge("appliance_audit_chain_ok", "1 when the audit log's hash chain verified.",
                                     registry=r)
+        self.verify_last = Gauge("appliance_verify_last_run_timestamp_seconds",
+                                 "When `appliance verify` last finished (Unix time).", registry=r)
+        self.verify_problems = Gauge("appliance_verify_problems",
+                                     "Problems the last `appliance verify` found.", registry=r)
+        self.pool_healthy = Gauge("appliance_vault_pool_healthy", "1 when the vault's pool is ONLINE.",
+                                  registry=r)
         for slot in slots:
             self._set_slot_state(slot, "empty")
             self.slot_progress.labels(slot).set(0)

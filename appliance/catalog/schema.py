@@ -104,4 +104,18 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     """,
+    # 2: integrity checks (`appliance verify`)
+    """
+    CREATE TABLE verify_runs (
+        id             INTEGER PRIMARY KEY,
+        started_at     TEXT NOT NULL,
+        finished_at    TEXT NOT NULL,
+        since          TEXT,
+        files_checked  INTEGER NOT NULL,
+        bytes_checked  INTEGER NOT NULL,
+        problems       INTEGER NOT NULL,
+        pool_health    TEXT NOT NULL,
+        details        TEXT NOT NULL DEFAULT '[]'
+    );
+    """,
 ]

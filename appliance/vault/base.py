@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.config import Config
 from appliance.errors import VaultError
+from appliance.vault.copier import fsync_dir
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class Vault(ABC):
     def health(self) -> str:
         """``ONLINE`` when healthy, else the backend's own word for what is wrong."""
 
+    def snapshot_state(self, snapshot: str) -> str:
+        """``held``, ``not held`` or ``missing`` (backends with snapshots override this)."""
+        return "missing"
+
+    def snapshot_path(self, snapshot: str, relative: str) -> Path | None:
+        """Where a vault-relative file is seen inside a snapshot; None without snapshots."""
+        return None
+
     def space(self) -> VaultSpace:
         """Free and used bytes where the media is stored."""
         st = os.statvfs(self.root)
@@ -70,3 +79,12 @@ class Vault(ABC):
         except OSError as exc:
             raise VaultError(f"{path}: cannot create: {exc.strerror}") from None
         return path
+
+
+def close_folders(session_dir: Path) -> None:
+    """Make a committed session's folders read-only (0555), bottom-up, and fsync them."""
+    for root, dirs, _files in os.walk(session_dir, topdown=False):
+        for d in dirs:
+            os.chmod(Path(root) / d, 0o555)
+        fsync_dir(Path(root))
+    os.chmod(session_dir, 0o555)

@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 
 from appliance.errors import VaultError
-from appliance.vault.base import Vault
-from appliance.vault.copier import fsync_dir
+from appliance.vault.base import Vault, close_folders
 
 
 class DirectoryVault(Vault):
@@ -28,12 +27,7 @@ class DirectoryVault(Vault):
             raise VaultError(f"{self.root / 'media'}: not writable")
 
     def seal(self, session_dir: Path, session_id: str) -> str | None:
-        # Bottom-up, so a folder is closed only after everything below it is.
-        for root, dirs, _files in os.walk(session_dir, topdown=False):
-            for d in dirs:
-                os.chmod(Path(root) / d, 0o555)
-            fsync_dir(Path(root))
-        os.chmod(session_dir, 0o555)
+        close_folders(session_dir)
         return None
 
     def health(self) -> str:

@@ -1,3 +1,5 @@
+"""Pytest fixtures for a real appliance running in the test's process."""
+
 import os
 import shutil
 
