@@ -24,3 +24,14 @@ def from_ns(ns: int) -> datetime:
 def local(dt: datetime, tz_name: str) -> datetime:
     """The same moment in the station's time zone (for folder names and forms)."""
     return dt.astimezone(ZoneInfo(tz_name))
+
+
+def camera_time(ns: int, tz_name: str) -> datetime:
+    """A camera file time as the moment it names.
+
+    A camera's clock is a wall clock without a time zone and FAT stores exactly that; the
+    mount presents it as if it were UTC (``tz=UTC``). The station's time zone says what
+    moment that wall clock meant.
+    """
+    wall = datetime.fromtimestamp(ns / 1e9, timezone.utc).replace(tzinfo=None)
+    return wall.replace(tzinfo=ZoneInfo(tz_name))

@@ -183,7 +183,7 @@ def _session_form(disc: PlannedDisc, info: RecordSession, recs: Sequence[DiscRec
             disc_path=r.disc_path,
             size=r.size,
             start=_fmt_time(r.start_time, zone) or "",
-            length=_fmt_duration(r.duration_s) if r.duration_s is not None else "",
+            length=_fmt_clock(r.duration_s) if r.duration_s is not None else "",
             sha256=r.sha256,
         )
         for i, r in enumerate(recs, start=1)
@@ -205,6 +205,12 @@ def _fmt_time(dt: datetime | None, zone: ZoneInfo) -> str | None:
     if dt.tzinfo is not None:
         dt = dt.astimezone(zone)
     return dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_clock(seconds: float) -> str:
+    h, rest = divmod(int(round(seconds)), 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}"
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -332,20 +338,21 @@ def render_pdf(doc: FormDocument, *, font: tuple[str, int, int] | None = None) -
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import (KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
+                                    Table, TableStyle)
 
     regular, mono = _register_fonts(font)
     esc = html.escape
     s_title = ParagraphStyle("title", fontName=regular, fontSize=16, leading=22, alignment=1)
     s_sub = ParagraphStyle("sub", fontName=regular, fontSize=10, leading=14, alignment=1)
-    s_label = ParagraphStyle("label", fontName=regular, fontSize=9.5, leading=12, wordWrap="CJK")
+    s_label = ParagraphStyle("label", fontName=regular, fontSize=9, leading=10.5, wordWrap="CJK")
     s_value = ParagraphStyle("value", fontName=regular, fontSize=9.5, leading=12, wordWrap="CJK")
     s_small = ParagraphStyle("small", fontName=regular, fontSize=7, leading=8.5, wordWrap="CJK")
     s_hash = ParagraphStyle("hash", fontName=mono, fontSize=6.2, leading=7.5, wordWrap="CJK")
     s_meta = ParagraphStyle("meta", fontName=regular, fontSize=7.5, leading=9.5, wordWrap="CJK")
 
     def label(zh: str, en: str) -> Paragraph:
-        return Paragraph(f"{esc(zh)}<br/><font size=7.5>{esc(en)}</font>", s_label)
+        return Paragraph(f"{esc(zh)}<br/><font size=6.5>{esc(en)}</font>", s_label)
 
     grid = TableStyle([
         ("GRID", (0, 0), (-1, -1), 0.6, colors.black),
@@ -363,7 +370,7 @@ def render_pdf(doc: FormDocument, *, font: tuple[str, int, int] | None = None) -
         story.append(Spacer(1, 3 * mm))
         rows = [[label(zh, en), Paragraph(esc(v), s_value) if v is not None else ""]
                 for (zh, en), v in form.fields]
-        heights = [None if v is not None else 10 * mm for _, v in form.fields]
+        heights = [None if v is not None else 8 * mm for _, v in form.fields]
         t = Table(rows, colWidths=[0.3 * width, 0.7 * width], rowHeights=heights)
         t.setStyle(grid)
         story.append(t)
@@ -390,11 +397,22 @@ def render_pdf(doc: FormDocument, *, font: tuple[str, int, int] | None = None) -
         ]))
         story.append(ft)
         story.append(Spacer(1, 3 * mm))
-        srows = [[label(zh, en), ""] for zh, en in SIGNATURE_LABELS]
-        sheights = [32 * mm if (zh, en) == L_SEAL else 12 * mm for zh, en in SIGNATURE_LABELS]
-        st = Table(srows, colWidths=[0.3 * width, 0.7 * width], rowHeights=sheights)
-        st.setStyle(grid)
-        story.append(st)
+        sig_officers, sig_operator, sig_burner, sig_date, sig_seal = SIGNATURE_LABELS
+        srows = [
+            [label(*sig_officers), "", label(*sig_operator), ""],
+            [label(*sig_burner), "", label(*sig_date), ""],
+            [label(*sig_seal), "", "", ""],
+        ]
+        st = Table(srows, colWidths=[w * width for w in (0.2, 0.3, 0.2, 0.3)],
+                   rowHeights=[13 * mm, 13 * mm, 30 * mm])
+        st.setStyle(TableStyle([
+            ("GRID", (0, 0), (-1, -1), 0.6, colors.black),
+            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+            ("SPAN", (1, 2), (3, 2)),
+            ("BACKGROUND", (0, 0), (0, -1), colors.Color(0.95, 0.95, 0.95)),
+            ("BACKGROUND", (2, 0), (2, 1), colors.Color(0.95, 0.95, 0.95)),
+        ]))
+        story.append(KeepTogether([st]))
 
     footer = [f"光盘 / Disc {doc.label} · {doc.medium} · 制作时间 / made {doc.created_at}"]
     if doc.audit_chain_head:
@@ -417,7 +435,7 @@ def render_pdf(doc: FormDocument, *, font: tuple[str, int, int] | None = None) -
         buf, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=12 * mm,
         bottomMargin=12 * mm + 9 * len(footer),
         title=f"{TITLE_ZH} {doc.label}", author=doc.unit_name, subject=TITLE_EN,
-        creator="evidence appliance")
+        creator="evidence appliance", initialFontName=regular, initialFontSize=9.5)
     try:
         pdf.build(story, onFirstPage=on_page, onLaterPages=on_page)
     except Exception as exc:  # reportlab raises plain exceptions for layout problems

@@ -102,10 +102,12 @@ class DiscLabel:
 
     @property
     def volume_id(self) -> str:
-        """The ISO 9660 / UDF volume identifier: at most 32 of ``A-Z 0-9 _``."""
-        tail = f"_{self.year}_{self.serial:04d}_{self.index}_{self.count}"
-        station = _VOLID_BAD.sub("_", self.station.upper())[: 32 - len(tail)]
-        return (station + tail)[:32]
+        """The volume identifier: at most 16 of ``A-Z 0-9 _`` (Joliet holds 16 UCS-2
+        characters, and pycdlib uses one identifier for ISO 9660, Joliet and UDF):
+        ``DEMO_240007_1`` for disc 1 of set 0007 of 2024 of station ``demo``."""
+        tail = f"_{self.year % 100:02d}{self.serial:04d}_{self.index}"
+        station = _VOLID_BAD.sub("_", self.station.upper())[: max(0, 16 - len(tail))]
+        return (station + tail)[-16:] if len(station + tail) > 16 else station + tail
 
     def __str__(self) -> str:
         return self.text

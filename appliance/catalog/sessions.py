@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from appliance.catalog import audit
-from appliance.timeutil import from_ns, iso, utcnow
+from appliance.timeutil import camera_time, iso, utcnow
 
 # States a session passes through; the last three are terminal.
 ACTIVE_STATES = ("docked", "identifying", "mounting", "copying", "verifying", "committing",
@@ -146,7 +146,8 @@ def already_ingested(conn: sqlite3.Connection, device_serial: str) -> set[tuple[
 
 
 def commit(conn: sqlite3.Connection, session_id: str, *, manifest_sha256: str,
-           camera_newest: datetime | None, clock_drift_s: float | None, snapshot: str | None) -> int:
+           camera_newest: datetime | None, clock_drift_s: float | None, snapshot: str | None,
+           camera_tz: str = "UTC") -> int:
     """Turn the session's verified files into recordings, in the caller's one transaction."""
     s = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
     now = iso(utcnow())
@@ -157,7 +158,8 @@ def commit(conn: sqlite3.Connection, session_id: str, *, manifest_sha256: str,
             " vault_path, size, mtime_ns, camera_mtime, sha256, sm3, ingested_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, s["device_serial"], s["officer_id"], f.rel_path_raw, f.rel_path,
-             f.vault_path, f.size, f.mtime_ns, iso(from_ns(f.mtime_ns)), f.sha256, f.sm3, now))
+             f.vault_path, f.size, f.mtime_ns, iso(camera_time(f.mtime_ns, camera_tz)), f.sha256, f.sm3,
+             now))
     conn.execute("DELETE FROM session_files WHERE session_id = ?", (session_id,))
     conn.execute(
         "UPDATE sessions SET manifest_sha256 = ?, camera_newest_mtime = ?, clock_drift_s = ?,"

@@ -40,7 +40,7 @@ from appliance.errors import (
 )
 from appliance.events import EventBus
 from appliance.metrics import FileIngested, SessionFinished
-from appliance.timeutil import from_ns, utcnow
+from appliance.timeutil import camera_time, utcnow
 from appliance.vault.base import Vault
 from appliance.vault.copier import copy_verified, remove_partials
 from appliance.vault.layout import FILES, display_path, new_session_id, session_relpath
@@ -84,7 +84,8 @@ class IngestSession:
         self._volume: MountedVolume | None = None
         self._started = time.monotonic()
         self._bytes_done = 0
-        self._problems: list[str] = []
+        self._problems: list[str] = []  # files that could not be read: the session failed
+        self._warnings: list[str] = []  # the camera could not be written: evidence is safe
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -96,7 +97,10 @@ class IngestSession:
             if self._problems:
                 state = "failed"
                 reason_en = "; ".join(self._problems[:5])
-                reason_zh = f"{len(self._problems)} 个文件读取失败，其余已安全归档"
+                reason_zh = f"{len(self._problems)} 个文件读取失败，其余已安全归档，记录仪未清理"
+            elif self._warnings:
+                reason_en = "; ".join(self._warnings)
+                reason_zh = "已安全归档，可以拔出；但未能写入记录仪（时钟未校准或未清理）"
         except SessionAbort as abort:
             state, reason_zh, reason_en, vault_full = (abort.state, abort.reason_zh, abort.reason_en,
                                                        abort.vault_full)
@@ -282,7 +286,8 @@ class IngestSession:
         verified = await ctx.catalog.call(cat.verified_files, self.session_id)
         station_now = utcnow()
         newest = max((f.mtime_ns for f in files), default=None)
-        camera_newest = from_ns(newest) if newest is not None else None
+        tz = ctx.config.station.timezone
+        camera_newest = camera_time(newest, tz) if newest is not None else None
         drift = round((camera_newest - station_now).total_seconds(), 3) if camera_newest else None
         facts = SessionFacts(
             session_id=self.session_id, station_id=ctx.config.station.id,
@@ -290,7 +295,7 @@ class IngestSession:
             device_model=(device.model if device else "") or profile.model, officer=device.officer_name
             if device else None, slot=self.slot, quarantined=self.quarantined,
             started_at=station_now, committed_at=station_now, camera_newest=camera_newest,
-            clock_drift_s=drift, algorithms=list(ctx.config.ingest.hashes))
+            clock_drift_s=drift, algorithms=list(ctx.config.ingest.hashes), camera_tz=tz)
         loop = asyncio.get_running_loop()
         manifest = build_manifest(facts, verified)
         try:
@@ -300,7 +305,8 @@ class IngestSession:
                                vault_full=True) from None
         await ctx.catalog.call(cat.set_state, self.session_id, "committing")
         await ctx.catalog.call(cat.commit, self.session_id, manifest_sha256=digest,
-                               camera_newest=camera_newest, clock_drift_s=drift, snapshot=None)
+                               camera_newest=camera_newest, clock_drift_s=drift, snapshot=None,
+                               camera_tz=tz)
         snapshot = await loop.run_in_executor(ctx.executor, ctx.vault.seal, self._session_dir,
                                               self.session_id)
         await ctx.catalog.call(cat.record_snapshot, self.session_id, snapshot)
@@ -315,7 +321,7 @@ class IngestSession:
         try:
             self._volume = await remount(self._volume, writable=True)
         except MountError as exc:
-            self._problems.append(f"clock sync and wipe skipped: cannot write to camera: {exc}")
+            self._warnings.append(f"clock sync and wipe skipped: cannot write to camera: {exc}")
             return
         loop = asyncio.get_running_loop()
         if profile.clock_sync is not None:
@@ -326,7 +332,7 @@ class IngestSession:
                                                      profile, utcnow().astimezone(ZoneInfo(ctx.config.station.timezone)))
                 await ctx.catalog.call(cat.record_clock_sync, self.session_id, written)
             except OSError as exc:
-                self._problems.append(f"clock file not written: {exc.strerror or exc}")
+                self._warnings.append(f"clock file not written: {exc.strerror or exc}")
         if wipe:
             self._tile("wiping")
             await ctx.catalog.call(cat.set_state, self.session_id, "wiping")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.catalog.sessions import VerifiedFile
-from appliance.timeutil import from_ns, iso
+from appliance.timeutil import camera_time, iso
 from appliance.vault.copier import write_file_atomic
 from appliance.vault.hashing import hash_bytes
 from appliance.vault.layout import MANIFEST
@@ -38,6 +38,7 @@ class SessionFacts:
     camera_newest: datetime | None
     clock_drift_s: float | None
     algorithms: list[str]
+    camera_tz: str = "UTC"
 
 
 def build_manifest(facts: SessionFacts, files: list[VerifiedFile]) -> bytes:
@@ -45,7 +46,7 @@ def build_manifest(facts: SessionFacts, files: list[VerifiedFile]) -> bytes:
     entries = []
     for f in files:
         entry = {"path": f.rel_path, "vault_path": f.vault_path, "size": f.size,
-                 "camera_mtime": iso(from_ns(f.mtime_ns)), "sha256": f.sha256}
+                 "camera_mtime": iso(camera_time(f.mtime_ns, facts.camera_tz)), "sha256": f.sha256}
         if f.sm3:
             entry["sm3"] = f.sm3
         if f.rel_path.encode("utf-8", "surrogateescape") != f.rel_path_raw:
