@@ -23,6 +23,7 @@ from appliance.config import Config
 from appliance.dock.board import SlotBoard
 from appliance.dock.control import ControlServer
 from appliance.dock.events import DockAction, DockEvent
+from appliance.dock.mount import unmount_all_under
 from appliance.dock.recovery import recover_unfinished
 from appliance.dock.session import IngestContext, IngestSession
 from appliance.dock.slots import SlotMap
@@ -71,6 +72,9 @@ class Appliance:
     async def start(self, *, udev: bool | None = None, web_listener: bool = True) -> None:
         """Recover, then start listening to the dock, the control socket and the web."""
         loop = asyncio.get_running_loop()
+        # Slot mounts a crash left behind would make the next docking on that slot fail.
+        for stale in await unmount_all_under(self.config.dock.mount_root):
+            log.warning("removed a stale camera mount at %s", stale)
         recovered = await loop.run_in_executor(self.executor, recover_unfinished, self.catalog, self.vault)
         state = await self.catalog.call(audit.verify_chain)
         self.metrics.audit_chain_ok.set(1 if state.ok else 0)

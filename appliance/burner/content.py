@@ -239,7 +239,6 @@ are shortened deterministically, mapped in "joliet_names" of MANIFEST.json.
 
 def generator_name() -> str:
     try:
-        import pycdlib  # noqa: F401
         from importlib.metadata import version
         return f"evidence-appliance {__version__} (pycdlib {version('pycdlib')})"
     except Exception:  # pragma: no cover - metadata missing in odd installs

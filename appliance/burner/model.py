@@ -252,7 +252,6 @@ class DiscVerifyReport:
     checked: tuple[FileCheck, ...] = ()
     unexpected: tuple[str, ...] = ()   # files on the disc the manifest does not list
     problems: tuple[str, ...] = ()     # anything else (SHA256SUMS disagreeing, ...)
-    image_sha256: str | None = None    # when the whole disc was also hashed
 
     @property
     def failed(self) -> list[FileCheck]:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 
 from appliance.burner.errors import PlanError, RecordingTooLarge
+from appliance.burner.layout import DiscLayout
 from appliance.burner.media import SECTOR, Medium, human_bytes, larger_media
 from appliance.burner.model import DiscLabel, DiscPlan, DiscRecording, PlannedDisc
 
@@ -69,6 +70,14 @@ def lower_bound(costs: Sequence[int], capacity: int) -> int:
     return bound
 
 
+def check_paths(recordings: Iterable[DiscRecording]) -> None:
+    """Every path is one a disc can hold, and no two recordings want the same place, so a
+    dry run already shows what the build would refuse."""
+    layout = DiscLayout()
+    for rec in recordings:
+        layout.add(rec.disc_path, owner=f"recording {rec.recording_id}")
+
+
 def check_fits(recordings: Iterable[DiscRecording], medium: Medium) -> None:
     """Refuse any recording that cannot fit on an empty disc of ``medium``, naming a
     medium that would hold it."""
@@ -105,6 +114,7 @@ def plan_discs(
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise PlanError(f"recordings listed twice: {dupes}")
+    check_paths(recordings)
     check_fits(recordings, medium)
     capacity = disc_capacity(medium)
     year = year if year is not None else datetime.now(timezone.utc).year

@@ -107,8 +107,8 @@ class SourceReader(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         if self._fd is None:
-            if self._pos:
-                raise io.UnsupportedOperation("read after the end; seek(0) first")
+            if self.verified and self._pos >= self.size:
+                return b""
             self._open()
         want = self.size - self._pos if n is None or n < 0 else min(n, self.size - self._pos)
         chunks = []

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from appliance.catalog.schema import MIGRATIONS
-from appliance.errors import CatalogError
+from appliance.errors import CatalogError, VaultFullError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,9 +72,17 @@ class Catalog:
                 self._conn.execute("COMMIT")
 
     def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run ``fn(conn, *args)`` in one transaction, in the calling thread."""
-        with self.transaction() as conn:
-            return fn(conn, *args, **kwargs)
+        """Run ``fn(conn, *args)`` in one transaction, in the calling thread.
+
+        The catalog shares the vault's disk: SQLite's "disk is full" is the vault being full.
+        """
+        try:
+            with self.transaction() as conn:
+                return fn(conn, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise VaultFullError(f"{self.path}: {exc}") from None
+            raise
 
     async def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run ``fn(conn, *args)`` in one transaction on the catalog thread."""

@@ -6,8 +6,8 @@ with the layout the generic camera profile of :mod:`appliance.config` expects::
     DEVICE.TXT                                   MODEL=DSJ-demo / SERIAL=<serial> [/ OFFICER=...]
     DCIM/20261127/<serial>_20261127_081500_0001.MP4
     DCIM/20261127/执法记录_现场检查_0002.MP4        (the second clip has a Chinese name)
-    DCIM/20261127/<serial>_20261127_081537_0003.MP4
-    AUDIO/<serial>_20261127_083000_0001.WAV
+    DCIM/20261127/<serial>_20261127_081614_0003.MP4
+    AUDIO/<serial>_20261127_082151_0001.WAV
     SYSTEM/log.bin                               (not media: must never be ingested)
 
 The clips are real H.264/AAC MP4 files made by ffmpeg (a few hundred KB each) and cached;
@@ -18,7 +18,9 @@ them as valid.
 Times: a camera's clock is a wall clock without a time zone, and FAT stores exactly that.
 ``CameraSpec.start`` is that wall clock; files are written so that their FAT/exFAT time
 fields hold it, which means a reader running with ``TZ=UTC`` sees the same numbers. The
-ingest maps camera wall-clock times to real time with the station's time zone.
+ingest maps camera wall-clock times to real time with the station's time zone. A file's
+time is when its recording ended; FAT keeps it to 2 seconds (08:15:39 reads as 08:15:38),
+exFAT to 10 ms.
 
 Known quirk: fusefat (the FUSE FAT driver used where the kernel has no vfat) reports file
 dates one month late (a file written 2026-11-27 shows as 2026-12-27) and writes them one
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import math
 import os
 import re
 import shutil
@@ -162,9 +166,6 @@ def generate_clip(cache_dir: Path, seconds: float, index: int) -> Path:
 
 def _wav_bytes(seconds: float, seed: str) -> bytes:
     """A short mono 16 kHz WAV (a quiet tone), made in Python: no ffmpeg needed."""
-    import io
-    import math
-
     rate = 16000
     freq = 440 + int(hashlib.sha256(seed.encode()).hexdigest()[:2], 16)
     frames = b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * freq * n / rate)))

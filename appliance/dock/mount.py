@@ -16,14 +16,43 @@ fusefat's write support is experimental), so after a FUSE mount the per-mount fl
 forced with a bind remount: the kernel then refuses writes, exec, suid and device nodes
 whatever the driver does.
 
-Commands run through :func:`asyncio.create_subprocess_exec`, never a shell.
+Unmounting never waits on a driver that does not answer: a FUSE driver that hangs is
+killed (which aborts its connection and frees everything waiting on it), a busy mount is
+detached lazily, and a mount that is already gone is only logged.
+
+Commands run through :func:`asyncio.create_subprocess_exec`, never a shell; unmounting
+calls umount2(2) directly, because umount(8) stats the mount point first and that stat
+alone hangs on a dead-locked FUSE driver.
+
+Error numbers a reader sees on a FUSE mount whose driver died: ECONNABORTED on this
+kernel (6.x) after the connection was aborted, ENOTCONN otherwise; both mean "camera gone".
+Even ``close()`` of a file open on such a mount fails (ENOTCONN).
+
+Quirks of the FUSE drivers of Debian 12 (fusefat 0.1a, exfat-fuse 1.3.0), seen in tests:
+
+* fusefat shows every date one month late and writes dates one month early (FAT month
+  1-12 taken as ``struct tm`` 0-11); it shows the volume label as an empty file in the
+  root; it ignores the FAT lower-case flags (``log.bin`` written by mtools reads as
+  ``LOG.BIN``; the kernel with ``shortname=mixed`` shows ``log.bin``); on a truncated or
+  garbled boot sector it mounts anyway and shows an empty root (hence
+  :func:`check_fat_boot_sector`); in ``rw+`` mode it gives new files bogus short names
+  (``~1``, ``~2``: firmware that reads 8.3 names will not find them) and cannot create a
+  file with a non-ASCII name (EPERM); deleting files works and leaves fsck.fat content.
+* exfat-fuse run as root refuses an image file ("Block device required"), so images go
+  through a loop device; it drops ``noexec``; its errors are clear ("ERROR: invalid VBR
+  checksum ...", "file system in clusters is larger than device").
+* A plain umount of a fuseblk (exfat-fuse) mount waits for the driver's answer, forever
+  if it hangs; fuse (fusefat) mounts do not wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import errno
 import logging
 import os
 import shlex
@@ -44,21 +73,25 @@ COMMAND_TIMEOUT = 30.0
 PROBE_TIMEOUT = 15.0
 #: Seconds to wait for a mount to show up in /proc/self/mountinfo after the tool returned.
 VISIBLE_TIMEOUT = 5.0
+#: Seconds a FUSE driver gets to answer a stat before unmounting treats it as hung.
+RESPOND_TIMEOUT = 5.0
 
 # Kernel mount options per type, read-only and writable. errors=remount-ro makes the kernel
-# stop writing to a card it finds inconsistent instead of making it worse.
+# stop writing to a card it finds inconsistent instead of making it worse. A camera's FAT
+# times are wall-clock times without a zone: tz=UTC / time_offset=0 present them unshifted,
+# and the ingest applies the station's time zone (appliance.timeutil.camera_time).
 _KERNEL_OPTIONS: dict[str, dict[bool, tuple[str, ...]]] = {
     "vfat": {
         False: ("ro", "nosuid", "nodev", "noexec", "utf8=1", "shortname=mixed", "umask=0222",
-                "errors=remount-ro"),
+                "errors=remount-ro", "tz=UTC"),
         True: ("rw", "nosuid", "nodev", "noexec", "utf8=1", "shortname=mixed", "umask=0022",
-               "errors=remount-ro"),
+               "errors=remount-ro", "tz=UTC"),
     },
     "exfat": {
         False: ("ro", "nosuid", "nodev", "noexec", "iocharset=utf8", "umask=0222",
-                "errors=remount-ro"),
+                "errors=remount-ro", "time_offset=0"),
         True: ("rw", "nosuid", "nodev", "noexec", "iocharset=utf8", "umask=0022",
-               "errors=remount-ro"),
+               "errors=remount-ro", "time_offset=0"),
     },
 }
 
@@ -115,10 +148,6 @@ class _Result:
     stdout: str
     stderr: str
 
-    @property
-    def command(self) -> str:
-        return shlex.join(self.argv)
-
     def detail(self) -> str:
         """The tool's own words, for an error message: stderr, else stdout, trimmed."""
         text = (self.stderr.strip() or self.stdout.strip()).replace("\n", " | ")
@@ -142,7 +171,14 @@ async def _run(argv: Sequence[str], *, timeout: float | None = None) -> _Result:
         # Never leave a stuck tool behind: a hung mount helper holds the device.
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await asyncio.shield(proc.wait())
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+        except asyncio.TimeoutError:
+            # A process waiting on a FUSE request its driver already took is in an
+            # uninterruptible sleep: even SIGKILL waits until the driver answers or dies.
+            # The caller kills the driver; nothing here may wait for it.
+            log.error("`%s` (pid %d) survives SIGKILL: stuck in the kernel on a hung "
+                      "file system", shlex.join(argv), proc.pid)
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise MountError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s "
@@ -218,8 +254,10 @@ def is_mounted(path: Path) -> bool:
 def fuse_server_pids(mount_point: Path) -> list[int]:
     """The processes serving the FUSE mount at ``mount_point``.
 
-    A FUSE server holds /dev/fuse open and (for the drivers started here, which run as
-    daemons) has the mount point among its arguments. Used to kill a driver that hangs.
+    A FUSE server holds /dev/fuse open and, like every FUSE driver started here (and the
+    usual ``driver [options] source mountpoint`` convention), has the mount point as its
+    last argument. Only the last argument counts: a stacked file system whose *source* is
+    this mount point must not be mistaken for its driver. Used to kill a driver that hangs.
     """
     wanted = os.fsencode(os.path.abspath(mount_point))
     pids = []
@@ -229,7 +267,8 @@ def fuse_server_pids(mount_point: Path) -> list[int]:
         try:
             with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
                 argv = fh.read().split(b"\0")
-            if wanted not in argv:
+            args = [a for a in argv if a]
+            if not args or args[-1] != wanted:
                 continue
             fds = os.listdir(f"/proc/{entry.name}/fd")
             if any(_readlink(f"/proc/{entry.name}/fd/{fd}") == "/dev/fuse" for fd in fds):
@@ -469,8 +508,14 @@ async def _mount_fuse(source: Path, target: Path, fs_type: str, writable: bool) 
     finally:
         if loop_device:
             await _release_loop(loop_device)
-    # Force the per-mount flags whatever the driver made of its options (exfat-fuse drops
-    # noexec; fusefat's "rw+" write code is experimental, so ro must be the kernel's).
+
+
+async def _restrict_flags(target: Path, writable: bool) -> None:
+    """Force ro (unless writable), nosuid, nodev, noexec on the mount, whatever its driver did.
+
+    exfat-fuse drops noexec; fusefat's "rw+" write code is experimental, so read-only must
+    be the kernel's doing, not the driver's. A bind remount changes only the per-mount flags.
+    """
     flags = "rw" if writable else "ro"
     result = await _run(["mount", "-o", f"remount,bind,{flags},nosuid,nodev,noexec", str(target)])
     if result.returncode != 0:
@@ -535,10 +580,17 @@ async def mount_volume(source: Path, target: Path, *, writable: bool = False,
             await _mount_kernel(source, target, fs_type, writable)
         else:
             await _mount_fuse(source, target, fs_type, writable)
+        # Probe before anything else touches the mount: a driver that hangs is found within
+        # PROBE_TIMEOUT instead of stalling a mount helper for COMMAND_TIMEOUT.
         await _wait_usable(target)
+        if not use_kernel:
+            await _restrict_flags(target, writable)
     except BaseException:
         # Whatever went wrong (including cancellation), nothing stays mounted or running.
-        await asyncio.shield(_detach(target, driver=driver, force=True))
+        try:
+            await asyncio.shield(_detach(target, driver=driver, force=True))
+        except Exception:  # the original error is the one that matters; this one is logged
+            log.exception("cleaning up the failed mount at %s", target)
         _remove_target(target)
         raise
     log.info("mounted %s (%s, %s, %s) at %s", source, fs_type, driver,
@@ -573,6 +625,8 @@ async def _wait_exited(pids: list[int], timeout: float = 5.0) -> None:
 
 
 async def _kill_fuse_servers(target: Path) -> None:
+    # Killing the driver aborts its FUSE connection: every request it holds fails with
+    # ENOTCONN, which frees whatever waits on it (even in uninterruptible sleep).
     pids = await asyncio.to_thread(fuse_server_pids, target)
     for pid in pids:
         log.warning("killing FUSE driver %d of %s", pid, target)
@@ -580,29 +634,57 @@ async def _kill_fuse_servers(target: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+async def _responds(target: Path, timeout: float) -> bool:
+    """True when a stat of the mounted root is answered within ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(os.stat, target), timeout)
+    except asyncio.TimeoutError:
+        return False
+    except OSError:
+        return True  # an answer, even an error (ENOTCONN of a dead mount), is not a hang
+    return True
+
+
+_MNT_FORCE, _MNT_DETACH, _UMOUNT_NOFOLLOW = 1, 2, 8
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _umount2(target: Path, flags: int) -> int:
+    """umount2(2) straight from libc: 0 or the errno.
+
+    Not umount(8): libmount stats the mount point first, and that stat alone hangs on a
+    FUSE mount whose driver does not answer.
+    """
+    if _libc.umount2(os.fsencode(target), flags | _UMOUNT_NOFOLLOW) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
 async def _detach(target: Path, *, driver: str, force: bool = False) -> str:
-    """Unmount ``target``: plainly, then lazily if busy; kill a FUSE driver that hangs.
+    """Unmount ``target``: plainly, lazily if busy; a hung FUSE driver is killed first.
 
     Returns how it went: ``"gone"`` (nothing was mounted), ``"plain"`` or ``"lazy"``.
     """
     if not is_mounted(target):
         return "gone"
-    if force and driver == "fuse":
+    if driver == "fuse" and (force or not await _responds(target, RESPOND_TIMEOUT)):
+        # A plain unmount of a hung fuseblk mount would wait for the driver forever.
         await _kill_fuse_servers(target)
     try:
-        result = await _run(["umount", str(target)], timeout=10 if force else None)
-    except MountError as exc:
-        # umount of a fuseblk mount waits for its driver; a hung driver is killed, then lazy.
-        log.warning("umount %s: %s", target, exc)
+        err = await asyncio.wait_for(asyncio.to_thread(_umount2, target, 0), COMMAND_TIMEOUT)
+    except asyncio.TimeoutError:
+        log.warning("umount %s did not return within %g s", target, COMMAND_TIMEOUT)
         if driver == "fuse":
-            await _kill_fuse_servers(target)
-        result = _Result(("umount", str(target)), -1, "", str(exc))
-    if result.returncode == 0 or not is_mounted(target):
+            await _kill_fuse_servers(target)  # frees the stuck umount thread too
+        err = errno.ETIMEDOUT
+    if err == 0:
         return "plain"
-    log.warning("umount %s failed (%s); detaching lazily", target, result.detail())
-    lazy = await _run(["umount", "--lazy", str(target)])
-    if lazy.returncode != 0 and is_mounted(target):
-        raise MountError(f"cannot unmount {target}: {lazy.detail()}")
+    if err == errno.EINVAL and not is_mounted(target):
+        return "gone"  # unmounted meanwhile (by hand, or the system after a removal)
+    log.warning("umount %s: %s; detaching lazily", target, os.strerror(err))
+    err = await asyncio.to_thread(_umount2, target, _MNT_DETACH)
+    if err and is_mounted(target):
+        raise MountError(f"cannot unmount {target}: {os.strerror(err)}")
     return "lazy"
 
 
@@ -638,13 +720,16 @@ async def remount(vol: MountedVolume, *, writable: bool) -> MountedVolume:
     """The same volume switched to read-write or back to read-only.
 
     The kernel driver remounts in place; a FUSE driver cannot change its mode, so it is
-    unmounted and mounted again (the path stays the same).
+    unmounted and mounted again (the path stays the same), as is a kernel mount of an
+    image file going read-write (its loop device is read-only).
     """
     if vol.writable == writable:
         return vol
     if vol.driver == "directory":
         return dataclasses.replace(vol, writable=writable)
-    if vol.driver == "kernel":
+    if vol.driver == "kernel" and not (writable and vol.source.is_file()):
+        # (An image mounted read-only sits on a read-only loop device, which cannot be
+        # remounted read-write: that case is unmounted and mounted again below.)
         mode = "rw" if writable else "ro"
         result = await _run(["mount", "-o", f"remount,{mode},nosuid,nodev,noexec", str(vol.path)])
         if result.returncode != 0:
@@ -681,8 +766,7 @@ async def unmount_all_under(root: Path) -> list[Path]:
         info = mount_info(point)
         driver = _driver_of(info) if info else "kernel"
         try:
-            await _detach(point, driver=driver, force=driver == "fuse" and not
-                          await asyncio.to_thread(fuse_server_pids, point))
+            await _detach(point, driver=driver)
         except MountError as exc:
             log.error("stale mount %s: %s", point, exc)
         _remove_target(point)

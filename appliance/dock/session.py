@@ -83,9 +83,10 @@ class IngestSession:
         self.quarantined = False
         self._volume: MountedVolume | None = None
         self._started = time.monotonic()
-        self._bytes_done = 0
         self._problems: list[str] = []  # files that could not be read: the session failed
         self._warnings: list[str] = []  # the camera could not be written: evidence is safe
+        self._bytes_before = 0  # verified before this docking (a resumed session)
+        self._file_progress: list[list[int]] = []
 
     # -- the whole run ---------------------------------------------------------------
 
@@ -104,6 +105,9 @@ class IngestSession:
         except SessionAbort as abort:
             state, reason_zh, reason_en, vault_full = (abort.state, abort.reason_zh, abort.reason_en,
                                                        abort.vault_full)
+        except VaultFullError as exc:  # the catalog, on the vault's disk, could not grow
+            state, reason_zh, reason_en, vault_full = ("failed", "证据库空间不足，复制已停止，记录仪未清理",
+                                                       f"vault full: {exc}", True)
         except asyncio.CancelledError:
             state, reason_zh, reason_en = "interrupted", "服务停止", "daemon stopping"
             await self._finish(state, reason_zh, reason_en, vault_full)
@@ -187,11 +191,11 @@ class IngestSession:
         committed = await ctx.catalog.call(cat.already_ingested, self.serial)
         verified = {f.rel_path_raw for f in await ctx.catalog.call(cat.verified_files, self.session_id)}
         todo = [f for f in listing.files if f.key not in committed]
-        pending = [f for f in todo if f.rel_raw not in verified]
+        pending = self._drop_name_collisions([f for f in todo if f.rel_raw not in verified])
         await ctx.catalog.call(cat.set_state, self.session_id, "copying")
         total = sum(f.size for f in todo)
         done_before = sum(f.size for f in todo if f.rel_raw in verified)
-        self._bytes_done = done_before
+        self._bytes_before = done_before
         self._tile("copying", files_total=len(todo), files_done=len(todo) - len(pending),
                    bytes_total=total, bytes_done=done_before)
         await ctx.catalog.call(cat.set_totals, self.session_id, len(todo), total)
@@ -202,6 +206,23 @@ class IngestSession:
             ticker.cancel()
         self._raise_first_fatal(results)
         return todo
+
+    def _drop_name_collisions(self, files: list[CameraFile]) -> list[CameraFile]:
+        """Two camera names that differ only in invalid bytes would share one vault name."""
+        seen: set[str] = set()
+        out = []
+        for f in files:
+            name = display_path(f.rel_raw)
+            if name in seen:
+                self._problems.append(f"{name}: another file on the camera has the same vault name")
+                continue
+            seen.add(name)
+            out.append(f)
+        return out
+
+    @property
+    def _bytes_done(self) -> int:
+        return self._bytes_before + sum(c[0] for c in self._file_progress)
 
     def _raise_first_fatal(self, results: list[object]) -> None:
         for result in results:
@@ -215,18 +236,21 @@ class IngestSession:
     async def _copy_one(self, f: CameraFile) -> None:
         ctx, volume = self.ctx, self._volume
         assert volume is not None and self.session_id is not None
-        if self.pulled:
-            raise DeviceGone(display_path(f.rel_raw))
         src = Path(os.fsdecode(os.path.join(os.fsencode(volume.path), f.rel_raw)))
         # The vault holds only valid UTF-8 names (ZFS utf8only, UDF discs): an invalid byte in
         # a camera name becomes a visible \xNN escape; the manifest keeps the exact bytes.
         dest = self._session_dir / FILES / display_path(f.rel_raw)
         loop = asyncio.get_running_loop()
 
+        counter = [0]  # written by this file's worker thread only; summed for the tile
+        self._file_progress.append(counter)
+
         def progress(n: int) -> None:
-            self._bytes_done += n  # one writer per file, GIL-atomic enough for a progress figure
+            counter[0] += n
 
         async with ctx.io_slots:
+            if self.pulled:
+                raise DeviceGone(display_path(f.rel_raw))
             try:
                 await loop.run_in_executor(ctx.executor, dest.parent.mkdir, 0o755, True, True)
                 result = await loop.run_in_executor(

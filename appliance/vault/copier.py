@@ -32,7 +32,9 @@ from appliance.vault.hashing import Digests, MultiHasher
 
 PARTIAL_PREFIX = ".partial-"
 # errno values that mean the camera (or its FUSE driver) is gone rather than one bad block.
-_GONE_ERRNOS = {errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ESHUTDOWN, errno.ENOENT}
+# A killed FUSE driver gives ENOTCONN or, on this kernel, ECONNABORTED.
+_GONE_ERRNOS = {errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ESHUTDOWN,
+                errno.ENOENT}
 
 Progress = Callable[[int], None]
 

@@ -33,6 +33,7 @@ from appliance.dock.mount import (
     mount_volume,
     mounted,
     remount,
+    unmount_all_under,
     unmount_volume,
 )
 from appliance.errors import DeviceGone, MountError
@@ -238,11 +239,12 @@ async def test_a_file_system_that_hangs_after_mounting_is_cut_off(tmp_path: Path
     image = _fat_image(tmp_path / "ok.img")
     (tmp_path / "empty").mkdir()
     script = _fake_driver(tmp_path, f"""
-        import subprocess, sys, time, tempfile
+        import subprocess, sys, time
         target = sys.argv[-1]
-        subprocess.Popen([sys.executable, "-m", "tests.support.faultfs", "--source", {str(tmp_path / 'empty')!r},
-                          "--mountpoint", target, "--control", tempfile.mktemp(prefix="hang-ctl-"),
-                          "--config", '{{"unplugged": "hang"}}'], cwd={str(REPO_ROOT)!r},
+        subprocess.Popen([sys.executable, "-m", "tests.support.faultfs",
+                          "--control", {str(tmp_path / 'ctl.sock')!r},
+                          "--config", '{{"unplugged": "hang"}}', {str(tmp_path / 'empty')!r}, target],
+                         cwd={str(REPO_ROOT)!r},
                          start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(300):
             if (" " + target + " ") in open("/proc/self/mountinfo").read():
@@ -276,10 +278,11 @@ async def test_unmount_of_a_dead_fuse_mount_does_not_raise(camera, tmp_path: Pat
         try:
             os.listdir(vol.path)
         except OSError as exc:
-            assert exc.errno == errno.ENOTCONN
+            # This kernel says ECONNABORTED for an aborted connection, ENOTCONN otherwise.
+            assert exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
             break
         await asyncio.sleep(0.02)
-    assert is_mounted(vol.path) and not os.path.ismount(vol.path)  # why mountinfo is used
+    assert is_mounted(vol.path)  # still in mountinfo, although nothing answers any more
     await unmount_volume(vol)
     assert not is_mounted(vol.path)
     assert not vol.path.exists()
@@ -296,7 +299,9 @@ async def test_busy_unmount_falls_back_to_lazy(fat32_camera, tmp_path: Path) -> 
     assert not vol.path.exists()
 
 
-async def test_unmount_of_a_hung_fuse_mount_returns(tmp_path: Path, fault_fs) -> None:  # noqa: ANN001
+async def test_unmount_of_a_hung_fuse_mount_returns(tmp_path: Path, fault_fs, monkeypatch) -> None:  # noqa: ANN001
+    """A camera that stopped answering: unmounting kills its driver instead of waiting."""
+    monkeypatch.setattr(mnt, "RESPOND_TIMEOUT", 1.0)
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.MP4").write_bytes(b"x" * 1000)
@@ -306,11 +311,13 @@ async def test_unmount_of_a_hung_fuse_mount_returns(tmp_path: Path, fault_fs) ->
     stuck = threading.Thread(target=lambda: _swallow(os.listdir, fs.path), daemon=True)
     stuck.start()
     await asyncio.sleep(0.2)
+    started = time.monotonic()
     await asyncio.wait_for(unmount_volume(vol), 30)
+    assert time.monotonic() - started < 10
     assert not is_mounted(fs.path)
-    fs.plug()  # lets the stuck reader finish
+    assert fs.process.wait(timeout=10) is not None, "the hung driver was killed"
     stuck.join(10)
-    assert not stuck.is_alive()
+    assert not stuck.is_alive(), "the reader stuck on the hung mount got an error back"
 
 
 def _swallow(fn, *args):  # noqa: ANN001, ANN202
@@ -339,6 +346,21 @@ async def test_mounted_unmounts_when_the_block_fails(fat32_camera, tmp_path: Pat
         async with mounted(fat32_camera("CM1", clips=1), tmp_path / "m"):
             raise RuntimeError("boom")
     assert not is_mounted(tmp_path / "m")
+
+
+async def test_unmount_all_under_clears_stale_slot_mounts(fat32_camera, exfat_camera, tmp_path: Path) -> None:  # noqa: ANN001
+    """After a crash, the daemon clears its mount root before docking anything."""
+    require_fuse_driver("vfat")
+    require_fuse_driver("exfat")
+    root = tmp_path / "mnt"
+    await mount_volume(fat32_camera("ST1", clips=1), root / "slot-1")
+    dead = await mount_volume(exfat_camera("ST2", clips=1), root / "slot-2")
+    for pid in fuse_server_pids(dead.path):
+        os.kill(pid, signal.SIGKILL)
+    assert sorted(p.name for p in await unmount_all_under(root)) == ["slot-1", "slot-2"]
+    assert not is_mounted(root / "slot-1") and not is_mounted(root / "slot-2")
+    assert os.listdir(root) == []
+    assert await unmount_all_under(root) == []
 
 
 # -- the kernel path (ext2 stands in: this kernel has no vfat/exfat) --------------------------
