@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.demo.cameras import CameraSpec, build_camera_image, exfat_writable, generate_clip
+from appliance.demo.cameras import CameraSpec, build_camera_image, exfat_writable
 from appliance.dock.mount import MountedVolume, fuse_server_pids, mount_volume
 from tests.support.faultfs import FaultFS, faultfs, fuse_available
 
@@ -252,7 +252,7 @@ def add_large_file_to_exfat(image: Path, rel_path: str, size: int, *, head: byte
 
 __all__ = [
     "LargeFileTiming", "add_large_file_to_exfat", "camera_cache", "cleanup_under",
-    "exfat_camera", "fat32_camera", "fault_fs", "fuse_mounted", "generate_clip",
+    "exfat_camera", "fat32_camera", "fault_fs", "fuse_mounted",
     "many_files_camera", "many_small_files", "require_fuse", "require_fuse_driver",
     "require_tools",
 ]

@@ -11,7 +11,8 @@ It behaves like a camera that misbehaves on cue:
   (``b'bad\\xff\\xfe.mp4'``), which fusefat can never produce because FAT stores UTF-16.
   Names the source directory already holds as raw bytes pass through unchanged too.
 
-It runs in a child process (``python -m tests.support.faultfs``) so that a hang or a death
+It runs in a child process (``python -m tests.support.faultfs --control SOCK [--config
+JSON] SOURCE MOUNTPOINT``) so that a hang or a death
 never takes pytest with it; the test talks to it over a unix socket. Use it through
 :func:`faultfs`, a context manager that always unmounts and kills the process, even when
 the test fails::
@@ -183,8 +184,11 @@ def _make_operations(source: Path, config: FaultConfig):  # noqa: ANN202 - fusep
 
 def _serve_control(sock_path: str, ops, mountpoint: str) -> None:  # noqa: ANN001
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(sock_path)
+    # Bind under a temporary name and rename once listening: the parent waits for the
+    # socket file to exist, and must never find it before it accepts connections.
+    server.bind(sock_path + ".tmp")
     server.listen(4)
+    os.rename(sock_path + ".tmp", sock_path)
 
     def handle(conn: socket.socket) -> None:
         with conn:
@@ -220,11 +224,14 @@ def _serve_control(sock_path: str, ops, mountpoint: str) -> None:  # noqa: ANN00
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the child process: mount and serve until unmounted or killed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--mountpoint", required=True)
     parser.add_argument("--control", required=True, help="unix socket path")
     parser.add_argument("--config", default="{}", help="FaultConfig as JSON")
+    # Mount point last, as FUSE drivers do: appliance.dock.mount finds drivers that way.
+    parser.add_argument("source")
+    parser.add_argument("mountpoint")
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.source):
+        parser.error(f"source {args.source!r} is not a directory")
     from fuse import FUSE
 
     ops = _make_operations(Path(args.source), FaultConfig.from_json(args.config))
@@ -356,9 +363,8 @@ def faultfs(source: Path, mountpoint: Path, *, eio_after: dict[str, int] | None 
     try:
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.faultfs", "--source", str(source),
-                 "--mountpoint", str(mountpoint), "--control", str(control),
-                 "--config", config.to_json()],
+                [sys.executable, "-m", "tests.support.faultfs", "--control", str(control),
+                 "--config", config.to_json(), "--", str(source), str(mountpoint)],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, start_new_session=True)
         fs = FaultFS(mountpoint, Path(source), process, control, log_path)
