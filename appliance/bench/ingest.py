@@ -22,6 +22,7 @@ from appliance.config import parse_config
 from appliance.daemon import Appliance
 from appliance.dock.events import DockAction, DockEvent, SourceKind
 from appliance.metrics import SessionFinished
+from appliance.vault.base import open_folders
 
 CHUNK = 16 << 20
 
@@ -120,7 +121,7 @@ def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
         dropped = _drop_caches()
         _warm(sources)
         ingest_s, ingested = asyncio.run(time_ingest(sources, base / "ingest", io_concurrency or slots))
-        _chmod_tree_writable(base / "ingest")
+        open_folders(base / "ingest")
         shutil.rmtree(base / "ingest", ignore_errors=True)
         _drop_caches()
         _warm(sources)
@@ -133,15 +134,5 @@ def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
             "goal": ">= 0.9",
         }
     finally:
-        _chmod_tree_writable(base)
+        open_folders(base)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _chmod_tree_writable(root: Path) -> None:
-    """The vault makes folders read-only; a benchmark must still clean up after itself."""
-    for dirpath, dirs, _files in os.walk(root):
-        for d in dirs:
-            try:
-                os.chmod(Path(dirpath) / d, 0o755)
-            except OSError:
-                pass

@@ -88,3 +88,13 @@ def close_folders(session_dir: Path) -> None:
             os.chmod(Path(root) / d, 0o555)
         fsync_dir(Path(root))
     os.chmod(session_dir, 0o555)
+
+
+def open_folders(root: Path) -> None:
+    """Undo :func:`close_folders` below ``root`` (tests and benchmarks cleaning up after themselves)."""
+    for dirpath, dirs, _files in os.walk(root):
+        for d in dirs:
+            try:
+                os.chmod(Path(dirpath) / d, 0o755)
+            except OSError:
+                pass

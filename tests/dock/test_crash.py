@@ -25,6 +25,7 @@ import yaml
 from appliance.catalog import audit
 from appliance.catalog.db import Catalog
 from appliance.dock.control import send_request
+from appliance.vault.base import open_folders
 from appliance.vault.copier import PARTIAL_PREFIX
 
 KILLS = 24
@@ -162,7 +163,5 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path):
         assert interrupted >= KILLS // 3, f"only {interrupted} kills hit a running session"
     finally:
         daemon.stop()
-        for root, dirs, _ in os.walk(tmp_path):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o755)
+        open_folders(tmp_path)
     assert kills_done == KILLS

@@ -1,11 +1,9 @@
 """Pytest fixtures for a real appliance running in the test's process."""
 
-import os
-import shutil
-
 import pytest
 
 from appliance.daemon import Appliance
+from appliance.vault.base import open_folders
 from tests.support.appliance import Harness, make_config
 
 
@@ -21,14 +19,4 @@ async def harness(tmp_path, request):
         yield h
     finally:
         await appliance.stop()
-        # The vault makes committed folders read-only; let pytest clean tmp_path.
-        for root, dirs, _ in os.walk(tmp_path):
-            for d in dirs:
-                try:
-                    os.chmod(os.path.join(root, d), 0o755)
-                except OSError:
-                    pass
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "config(**sections): config overrides for the harness fixture")
+        open_folders(tmp_path)  # the vault closes committed folders; let pytest clean up
