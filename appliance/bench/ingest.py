@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -69,6 +70,11 @@ def _drop_caches() -> bool:
         return False
 
 
+def _cpu_seconds(children: bool = False) -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_cp(sources: list[Path], dest: Path) -> float:
     """Seconds for parallel ``cp -r`` of every source, then ``sync``."""
     dest.mkdir(parents=True)
@@ -120,17 +126,25 @@ def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
         total = sum(f.stat().st_size for s in sources for f in s.rglob("*") if f.is_file())
         dropped = _drop_caches()
         _warm(sources)
+        cpu_before = _cpu_seconds()
         ingest_s, ingested = asyncio.run(time_ingest(sources, base / "ingest", io_concurrency or slots))
+        ingest_cpu = _cpu_seconds() - cpu_before
         open_folders(base / "ingest")
         shutil.rmtree(base / "ingest", ignore_errors=True)
         _drop_caches()
         _warm(sources)
+        cpu_before = _cpu_seconds(children=True)
         cp_s = time_cp(sources, base / "cp")
+        cp_cpu = _cpu_seconds(children=True) - cpu_before
         return {
             "slots": slots, "bytes": total, "ingested_bytes": ingested,
             "ingest_seconds": round(ingest_s, 3), "cp_sync_seconds": round(cp_s, 3),
             "ingest_MBps": round(total / ingest_s / 1e6, 1), "cp_sync_MBps": round(total / cp_s / 1e6, 1),
             "ratio_ingest_vs_cp": round(cp_s / ingest_s, 3), "page_cache_dropped": dropped,
+            # CPU seconds per GB: robust when other work shares the machine.
+            "ingest_cpu_s_per_GB": round(ingest_cpu / (total / 1e9), 2),
+            "cp_cpu_s_per_GB": round(cp_cpu / (total / 1e9), 2),
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "goal": ">= 0.9",
         }
     finally:
