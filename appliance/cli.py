@@ -119,6 +119,59 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(prompt: str) -> str:
+    """From the terminal (twice, not echoed), or the first line of standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"{prompt}: ")
+        if first != getpass.getpass(f"{prompt} (again): "):
+            raise ApplianceError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from appliance.catalog import users
+
+    password = _read_password(f"password for {args.name}")
+    digest = users.hash_password(password)
+    user = _catalog(_config(args)).run(users.add_user, args.name, args.role, digest,
+                                       display_name=args.display_name or "", officer=args.officer,
+                                       actor=f"cli:{getpass.getuser()}")
+    print(f"{user.name}: {user.role}{', officer ' + user.officer_name if user.officer_name else ''}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from appliance.catalog import users
+
+    catalog = _catalog(_config(args))
+    found = catalog.run(users.credentials, args.name)
+    if found is None:
+        raise ApplianceError(f"{args.name}: no such user")
+    digest = users.hash_password(_read_password(f"new password for {args.name}"))
+    catalog.run(users.set_password, found[0].id, digest, actor=f"cli:{getpass.getuser()}", reset=True)
+    print(f"{args.name}: password set; every session of the account has ended")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from appliance.catalog import users
+
+    for u in _catalog(_config(args)).run(users.list_users):
+        state = "disabled" if u.disabled else "active"
+        print(f"{u.name}\t{u.role}\t{u.officer_name or '-'}\t{state}\t{u.last_login_at or '-'}")
+    return 0
+
+
+def cmd_bench_web(args: argparse.Namespace) -> int:
+    from appliance.bench.web import run_bench
+
+    result = run_bench(recordings=args.recordings, queries=args.queries,
+                       workdir=Path(args.dir) if args.dir else None, keep=args.keep)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0 if result["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="执法记录仪证据采集工作站 / evidence appliance")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -177,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--files", type=int, default=8, help="files per camera")
     bi.add_argument("--dir", help="work folder (default: a temporary folder under /var/tmp)")
     bi.set_defaults(fn=cmd_bench_ingest)
+    bw = bench.add_parser("web", help="search and list a generated catalog of many recordings (p95)")
+    bw.add_argument("--recordings", type=int, default=1_000_000)
+    bw.add_argument("--queries", type=int, default=40, help="timed requests per kind of query")
+    bw.add_argument("--dir", help="work folder (default: a temporary folder under /var/tmp)")
+    bw.add_argument("--keep", action="store_true", help="keep the generated catalog (reused next time)")
+    bw.set_defaults(fn=cmd_bench_web)
+
+    user = sub.add_parser("user", help="web page accounts").add_subparsers(dest="user_cmd", required=True)
+    ua = user.add_parser("add", parents=[common], help="add an account (password from the terminal or stdin)")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["officer", "device_manager", "leader", "bureau_head",
+                                                      "legal", "it_admin", "admin"])
+    ua.add_argument("--officer", help="the officer's name in the registry (officer accounts)")
+    ua.add_argument("--display-name")
+    ua.set_defaults(fn=cmd_user_add)
+    up = user.add_parser("passwd", parents=[common], help="set an account's password")
+    up.add_argument("name")
+    up.set_defaults(fn=cmd_user_passwd)
+    user.add_parser("list", parents=[common], help="list accounts").set_defaults(fn=cmd_user_list)
     return parser
 
 

@@ -118,4 +118,127 @@ MIGRATIONS: list[str] = [
         details        TEXT NOT NULL DEFAULT '[]'
     );
     """,
+    # 3: the local web page: accounts, cases and long-term categories (art. 7), tags,
+    #    settings, the disc register, and the indexes that keep search fast
+    """
+    CREATE TABLE users (
+        id                   INTEGER PRIMARY KEY,
+        name                 TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        display_name         TEXT NOT NULL DEFAULT '',
+        role                 TEXT NOT NULL,
+        officer_id           INTEGER REFERENCES officers(id),
+        password_hash        TEXT NOT NULL,
+        session_epoch        INTEGER NOT NULL DEFAULT 0,
+        disabled             INTEGER NOT NULL DEFAULT 0,
+        created_at           TEXT NOT NULL,
+        password_changed_at  TEXT NOT NULL,
+        last_login_at        TEXT
+    );
+    CREATE TABLE categories (
+        key        TEXT PRIMARY KEY,
+        name_zh    TEXT NOT NULL,
+        name_en    TEXT NOT NULL,
+        long_term  INTEGER NOT NULL DEFAULT 1,
+        ordinal    INTEGER NOT NULL
+    );
+    INSERT INTO categories (key, name_zh, name_en, long_term, ordinal) VALUES
+        ('public_report', '群众举报', 'public report', 1, 1),
+        ('large_value', '案值较大', 'large case value', 1, 2),
+        ('transfer', '涉嫌移送', 'suspected transfer to judiciary', 1, 3),
+        ('seizure', '查封扣押', 'seizure or sealing', 1, 4),
+        ('objection', '当事人异议', 'party objects', 1, 5),
+        ('major', '其他重大复杂', 'other major or complex case', 1, 6);
+    CREATE TABLE cases (
+        id          INTEGER PRIMARY KEY,
+        number      TEXT NOT NULL UNIQUE,
+        title       TEXT NOT NULL,
+        category    TEXT REFERENCES categories(key),
+        status      TEXT NOT NULL DEFAULT 'open',
+        notes       TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL
+    );
+    -- Link tables carry the recording's camera time (`at`, never changes) so that a
+    -- case, category or tag lists its recordings newest first from one index.
+    CREATE TABLE recording_cases (
+        case_id       INTEGER NOT NULL REFERENCES cases(id),
+        recording_id  INTEGER NOT NULL REFERENCES recordings(id),
+        at            TEXT NOT NULL,
+        tagged_at     TEXT NOT NULL,
+        tagged_by     TEXT NOT NULL,
+        PRIMARY KEY (case_id, recording_id)
+    );
+    CREATE INDEX recording_cases_by_time ON recording_cases(case_id, at, recording_id);
+    CREATE INDEX recording_cases_by_recording ON recording_cases(recording_id);
+    CREATE TABLE recording_categories (
+        category      TEXT NOT NULL REFERENCES categories(key),
+        recording_id  INTEGER NOT NULL REFERENCES recordings(id),
+        at            TEXT NOT NULL,
+        tagged_at     TEXT NOT NULL,
+        tagged_by     TEXT NOT NULL,
+        PRIMARY KEY (category, recording_id)
+    );
+    CREATE INDEX recording_categories_by_time ON recording_categories(category, at, recording_id);
+    CREATE INDEX recording_categories_by_recording ON recording_categories(recording_id);
+    CREATE TABLE tags (
+        id    INTEGER PRIMARY KEY,
+        name  TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE recording_tags (
+        tag_id        INTEGER NOT NULL REFERENCES tags(id),
+        recording_id  INTEGER NOT NULL REFERENCES recordings(id),
+        at            TEXT NOT NULL,
+        tagged_at     TEXT NOT NULL,
+        tagged_by     TEXT NOT NULL,
+        PRIMARY KEY (tag_id, recording_id)
+    );
+    CREATE INDEX recording_tags_by_time ON recording_tags(tag_id, at, recording_id);
+    CREATE INDEX recording_tags_by_recording ON recording_tags(recording_id);
+    CREATE INDEX recordings_by_time ON recordings(camera_mtime, id);
+    CREATE INDEX recordings_by_officer ON recordings(officer_id, camera_mtime, id);
+    CREATE INDEX recordings_by_device ON recordings(device_serial, camera_mtime, id);
+    CREATE TABLE settings (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        updated_by  TEXT NOT NULL
+    );
+    -- The disc register: burn jobs, the discs they made, and which recordings are on each.
+    CREATE TABLE burn_jobs (
+        id          INTEGER PRIMARY KEY,
+        set_id      TEXT NOT NULL UNIQUE,
+        case_id     INTEGER REFERENCES cases(id),
+        medium      TEXT NOT NULL,
+        drive       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        error       TEXT,
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE discs (
+        id            INTEGER PRIMARY KEY,
+        job_id        INTEGER NOT NULL REFERENCES burn_jobs(id),
+        label         TEXT NOT NULL UNIQUE,
+        disc_index    INTEGER NOT NULL,
+        disc_count    INTEGER NOT NULL,
+        medium        TEXT NOT NULL,
+        drive         TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        image_sha256  TEXT,
+        image_bytes   INTEGER,
+        volume_id     TEXT,
+        burned_at     TEXT,
+        verified_at   TEXT,
+        error         TEXT
+    );
+    CREATE INDEX discs_by_job ON discs(job_id, disc_index);
+    CREATE TABLE disc_recordings (
+        disc_id       INTEGER NOT NULL REFERENCES discs(id),
+        recording_id  INTEGER NOT NULL REFERENCES recordings(id),
+        disc_path     TEXT NOT NULL,
+        PRIMARY KEY (disc_id, recording_id)
+    );
+    CREATE INDEX disc_recordings_by_recording ON disc_recordings(recording_id);
+    """,
 ]

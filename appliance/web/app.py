@@ -1,54 +1,98 @@
-"""The aiohttp application: the status API and ``/metrics`` (the full web page comes later)."""
+"""The aiohttp application of the local web page.
+
+:func:`make_app` builds it for one running appliance: the routes of the table in
+:mod:`appliance.web.routes`, cookie sessions, the access middleware, the Jinja2
+templates, the security headers and friendly error pages.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+import aiohttp_session
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from appliance import __version__
+from appliance.web import render
+from appliance.web.keys import APPLIANCE, BURNS, STATE, THROTTLE
+from appliance.web.routes import ROUTES
+from appliance.web.security import (CookieStorage, LoginThrottle, WebState, load_or_create_key,
+                                    security_headers, security_middleware)
+from appliance.web.views import admin
+from appliance.web.views.board import STREAMS, Streams, close_streams
+from appliance.web.burning import BurnService
 
 if TYPE_CHECKING:
     from appliance.daemon import Appliance
 
-APPLIANCE = web.AppKey("appliance", "Appliance")
+log = logging.getLogger(__name__)
+
+__all__ = ["APPLIANCE", "make_app"]
+
+_TEXT_ONLY = ("/api/", "/metrics", "/static/", "/board/events")
 
 
-async def slots(request: web.Request) -> web.Response:
-    """Every slot's state and progress, as the slot board shows it."""
-    app = request.app[APPLIANCE]
-    return web.json_response({"slots": [s.to_json() for s in app.board.all()]},
-                             dumps=_dumps)
+@web.middleware
+async def error_pages(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """A 403, 404 or 500 is a page in the station's language for a browser, text for tools."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not _browser(request):
+            raise
+        return await _error_page(request, exc.status, exc.text or "")
+    except Exception:
+        log.exception("web: %s %s failed", request.method, request.path)
+        if not _browser(request):
+            raise web.HTTPInternalServerError(text="internal error; see the appliance log") from None
+        return await _error_page(request, 500, "")
 
 
-async def health(request: web.Request) -> web.Response:
-    """Liveness and the vault's state, for Ansible's upgrade checks and IT."""
-    app = request.app[APPLIANCE]
-    space = app.last_space
-    return web.json_response({
-        "status": "ok", "version": __version__, "station": app.config.station.id,
-        "vault": {"backend": app.vault.backend, "health": app.vault_health,
-                  "free_bytes": space.free_bytes if space else None},
-        "busy": app.busy_slots(),
-    })
+def _browser(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "") and not request.path.startswith(_TEXT_ONLY)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    app = request.app[APPLIANCE]
-    return web.Response(body=app.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _dumps(obj: object) -> str:
-    import json
-    return json.dumps(obj, ensure_ascii=False)
+async def _error_page(request: web.Request, status: int, text: str) -> web.Response:
+    try:
+        return await render.render(request, "error.html", {"status": status, "detail": text}, status=status)
+    except Exception:
+        log.exception("web: the error page itself failed")
+        return web.Response(status=status, text=f"{status}")
 
 
 def make_app(appliance: "Appliance") -> web.Application:
     """The web application for one running appliance."""
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20, middlewares=[error_pages])
     app[APPLIANCE] = appliance
-    app.router.add_get("/api/v1/slots", slots)
-    app.router.add_get("/api/v1/health", health)
-    app.router.add_get("/metrics", metrics)
+    state = WebState()
+    app[STATE] = state
+    app[THROTTLE] = LoginThrottle()
+    app[STREAMS] = Streams()
+    app[BURNS] = BurnService(appliance)
+    aiohttp_session.setup(app, CookieStorage(load_or_create_key(appliance.config.state_dir)))
+    app.middlewares.append(security_middleware)
+    render.setup(app, appliance.config.station.timezone)
+    for route in ROUTES:
+        if route.method == "STATIC":
+            resource = app.router.add_static(route.path, render.STATIC, name=route.name,
+                                             follow_symlinks=False, append_version=False)
+            state.access[(resource, "GET")] = route.access
+        else:
+            added = app.router.add_route(route.method, route.path, route.handler, name=route.name)
+            state.access[(added.resource, route.method)] = route.access
+        state.names[route.name] = route.access
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(close_streams)
+    app.on_shutdown.append(_stop_burns)
+    app.on_response_prepare.append(security_headers)
     return app
+
+
+async def _startup(app: web.Application) -> None:
+    appliance = app[APPLIANCE]
+    app[STATE].settings = await appliance.catalog.call(admin.load_settings)
+    admin.apply_settings(app)
+
+
+async def _stop_burns(app: web.Application) -> None:
+    await app[BURNS].stop()

@@ -1,0 +1,352 @@
+"""The one translation mechanism of the web page: Simplified Chinese first, English second.
+
+Every string a page shows is a key of :data:`MESSAGES` with its Chinese and its English
+text (``{name}`` fields are filled by :meth:`Translator.__call__`). The language is the
+``lang`` cookie (``/lang/en``), Chinese by default. The slot states come from the board's
+own words (:data:`appliance.dock.board.STATE_WORDS`), so the board and the page agree.
+A test checks that every key used in a template exists in both languages.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from appliance.catalog.users import ROLES
+from appliance.dock.board import STATE_WORDS
+
+LANGUAGES = ("zh", "en")
+DEFAULT = "zh"
+COOKIE = "lang"
+HTML_LANG = {"zh": "zh-CN", "en": "en"}
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # -- frame ---------------------------------------------------------------------------
+    "app.name": ("执法记录仪证据采集工作站", "Evidence appliance"),
+    "app.footer": ("本站所有查看、播放、下载、刻录操作均记入审计日志",
+                   "Every view, play, download and burn on this station is in the audit log"),
+    "nav.main": ("主菜单", "Main menu"),
+    "nav.board": ("槽位看板", "Slot board"),
+    "nav.recordings": ("录像检索", "Recordings"),
+    "nav.cases": ("案件", "Cases"),
+    "nav.burn": ("刻录", "Burn"),
+    "nav.discs": ("光盘登记", "Disc register"),
+    "nav.audit": ("审计日志", "Audit log"),
+    "nav.health": ("系统状态", "Health"),
+    "nav.admin": ("系统管理", "Administration"),
+    "nav.login": ("登录", "Log in"),
+    "nav.logout": ("退出", "Log out"),
+    "nav.password": ("修改密码", "Change password"),
+    "common.all": ("全部", "All"),
+    "common.back": ("返回", "Back"),
+    "common.first_page": ("第一页", "First page"),
+    "common.next_page": ("下一页", "Next page"),
+    "common.older": ("更早的记录", "Older entries"),
+    # -- errors --------------------------------------------------------------------------
+    "error.403": ("无权访问", "Not allowed"),
+    "error.403.help": ("您的角色不能使用此页面或操作。如需权限，请联系系统管理员。",
+                       "Your role may not use this page or action. Ask the administrator if you need it."),
+    "error.404": ("未找到", "Not found"),
+    "error.404.help": ("该页面或记录不存在，或您无权查看。", "The page or record does not exist, or you may not see it."),
+    "error.405": ("不支持的操作", "Method not allowed"),
+    "error.413": ("请求过大", "Request too large"),
+    "error.500": ("系统内部错误", "Internal error"),
+    "error.500.help": ("操作未完成。错误已记入系统日志，请联系系统管理员。",
+                       "The action did not complete. The error is in the system log; tell the administrator."),
+    "error.other": ("请求失败", "Request failed"),
+    "error.home": ("回到首页", "Home"),
+    # -- board ---------------------------------------------------------------------------
+    "board.title": ("槽位看板", "Slot board"),
+    "board.hint": ("插入记录仪即可离开；显示“完成，可以拔出”后方可拔出。",
+                   "Dock the camera and walk away; remove it when it says “done: safe to remove”."),
+    "board.live": ("实时", "live"),
+    "board.offline": ("连接中断，正在重连…", "connection lost, reconnecting…"),
+    "board.connecting": ("正在连接…", "connecting…"),
+    "board.unknown_camera": ("未登记的记录仪", "Unregistered camera"),
+    "board.no_officer": ("未分配执法人员", "No officer assigned"),
+    "board.files": ("个文件", "files"),
+    # -- login and password --------------------------------------------------------------
+    "login.title": ("登录", "Log in"),
+    "login.intro": ("请使用本站账户登录。执法人员插入记录仪无需登录。",
+                    "Log in with your station account. Officers docking a camera need no login."),
+    "login.name": ("用户名", "User name"),
+    "login.password": ("密码", "Password"),
+    "login.submit": ("登录", "Log in"),
+    "login.note": ("连续多次输入错误将暂时锁定账户。所有登录均记入审计日志。",
+                   "Repeated wrong passwords lock the account for a while. Every login is audited."),
+    "login.failed": ("用户名或密码错误。", "Wrong user name or password."),
+    "login.locked": ("登录失败次数过多，请 {minutes} 分钟后再试。",
+                     "Too many failed logins; try again in {minutes} minutes."),
+    "password.title": ("修改密码", "Change password"),
+    "password.current": ("当前密码", "Current password"),
+    "password.new": ("新密码", "New password"),
+    "password.again": ("再次输入新密码", "New password again"),
+    "password.submit": ("修改密码", "Change password"),
+    "password.done": ("密码已修改。其他设备上的登录已失效。",
+                      "Password changed. Logins on other devices have ended."),
+    "password.note": ("密码至少 8 位。修改后其他设备需重新登录。",
+                      "At least 8 characters. Other devices must log in again afterwards."),
+    "password.wrong_current": ("当前密码不正确。", "The current password is wrong."),
+    "password.mismatch": ("两次输入的新密码不一致。", "The two new passwords differ."),
+    "password.same": ("新密码不能与当前密码相同。", "The new password must differ from the current one."),
+    "password.policy": ("新密码至少需要 {n} 个字符。", "The new password needs at least {n} characters."),
+    # -- recordings ----------------------------------------------------------------------
+    "rec.title": ("录像检索", "Recordings"),
+    "rec.own_only": ("您只能查看本人记录仪的录像。", "You see the recordings of your own cameras only."),
+    "rec.officer": ("执法人员", "Officer"),
+    "rec.device": ("记录仪", "Camera"),
+    "rec.from": ("起始日期", "From"),
+    "rec.to": ("截止日期", "To"),
+    "rec.case": ("案件", "Case"),
+    "rec.category": ("长期保存类别", "Long-term category"),
+    "rec.tag": ("标签", "Tag"),
+    "rec.search": ("检索", "Search"),
+    "rec.reset": ("清除条件", "Clear"),
+    "rec.time": ("拍摄时间", "Recorded"),
+    "rec.file": ("文件", "File"),
+    "rec.duration": ("时长", "Length"),
+    "rec.size": ("大小", "Size"),
+    "rec.labels": ("案件与标签", "Cases and tags"),
+    "rec.none": ("没有符合条件的录像。", "No recordings match."),
+    "rec.unassigned": ("未分配", "unassigned"),
+    "rec.select_all": ("全选本页", "Select the whole page"),
+    "rec.select_hint": ("勾选录像后可批量关联案件或刻录", "Tick recordings to tag or burn them together"),
+    "rec.selected": ("已选 {n} 条", "{n} selected"),
+    "rec.choose_case": ("— 关联到案件 —", "— to case —"),
+    "rec.choose_category": ("— 长期保存类别 —", "— long-term category —"),
+    "rec.tag_placeholder": ("自定义标签", "free tag"),
+    "rec.tag_selected": ("关联所选", "Tag selected"),
+    "rec.burn_selected": ("刻录所选", "Burn selected"),
+    "rec.tag_this": ("关联", "Tag"),
+    "rec.tagged": ("已关联 {n} 项。", "{n} links added."),
+    "rec.download": ("下载原始文件", "Download original"),
+    "rec.audited": ("播放与下载均记入审计日志", "Plays and downloads are audited"),
+    "rec.no_preview": ("此类文件无法在浏览器中预览，请下载查看。", "This kind of file cannot be previewed; download it."),
+    "rec.facts": ("文件信息", "File facts"),
+    "rec.format": ("格式", "Format"),
+    "rec.session": ("采集批次", "Ingest session"),
+    "rec.ingested": ("入库时间", "Ingested"),
+    "rec.slot": ("槽位", "slot"),
+    "rec.snapshot": ("快照", "Snapshot"),
+    "rec.no_snapshot": ("无（目录存储）", "none (directory vault)"),
+    "rec.manifest": ("清单哈希", "Manifest hash"),
+    "rec.drift": ("记录仪时钟偏差", "Camera clock drift"),
+    "rec.drift_large": ("偏差较大", "large"),
+    "rec.vault_path": ("存储位置", "Vault path"),
+    "rec.no_labels": ("尚未关联案件或类别。", "Not tagged yet."),
+    "rec.discs": ("所在光盘", "On discs"),
+    "rec.no_discs": ("尚未刻录。", "Not burned yet."),
+    "tag.failed": ("关联失败", "Tagging failed"),
+    # -- cases ---------------------------------------------------------------------------
+    "case.title": ("案件", "Cases"),
+    "case.intro": ("案件关联录像；标为第七条长期保存类别的案件，其录像永久保存、不可清理。",
+                   "Cases group recordings; recordings of a case in an article 7 category are kept long-term and never purged."),
+    "case.number": ("案件编号", "Case number"),
+    "case.number_hint": ("如 农执〔2026〕12号", "e.g. AG-2026-012"),
+    "case.name": ("案件名称", "Case name"),
+    "case.category": ("长期保存类别", "Long-term category"),
+    "case.no_category": ("无（普通保存期限）", "none (ordinary retention)"),
+    "case.status": ("状态", "Status"),
+    "case.status.open": ("办理中", "open"),
+    "case.status.closed": ("已结案", "closed"),
+    "case.recordings": ("录像", "Recordings"),
+    "case.created": ("创建", "Created"),
+    "case.none": ("还没有案件。", "No cases yet."),
+    "case.new": ("新建案件", "New case"),
+    "case.notes": ("备注", "Notes"),
+    "case.create": ("创建案件", "Create case"),
+    "case.longterm_note": ("第七条六类案件：群众举报、案值较大、涉嫌移送、查封扣押、当事人异议、其他重大复杂。",
+                           "Article 7's six kinds: public report, large value, transfer to judiciary, seizure, party objects, other major cases."),
+    "case.longterm": ("长期保存", "kept long-term"),
+    "case.search_in": ("在录像检索中查看", "Open in search"),
+    "case.burn": ("刻录本案", "Burn this case"),
+    "case.close": ("结案", "Close case"),
+    "case.reopen": ("重新打开", "Reopen"),
+    "case.untag": ("移出", "Remove"),
+    "case.no_recordings": ("本案尚未关联录像。在录像检索中勾选录像即可关联。",
+                           "No recordings yet. Tick recordings in the search to tag them."),
+    "case.discs": ("本案光盘", "Discs of this case"),
+    "case.failed": ("操作失败", "Action failed"),
+    # -- burning and discs ---------------------------------------------------------------
+    "burn.title": ("刻录证据光盘", "Burn evidence discs"),
+    "burn.intro": ("选择案件或录像、光盘类型与刻录机，先查看分盘方案，再开始刻录。每张光盘刻录后都会完整回读校验。",
+                   "Choose a case or recordings, the medium and the drive; see the plan, then start. Every disc is read back and verified."),
+    "burn.what": ("刻录内容", "What to burn"),
+    "burn.choose_case": ("— 选择案件 —", "— choose a case —"),
+    "burn.selected": ("所选的 {n} 条录像", "the {n} selected recordings"),
+    "burn.medium": ("光盘类型", "Medium"),
+    "burn.drive": ("刻录机", "Drive"),
+    "burn.no_drive": ("未发现刻录机", "no drive found"),
+    "burn.plan": ("生成分盘方案", "Plan the discs"),
+    "burn.plan_title": ("分盘方案：{n} 张光盘", "Plan: {n} disc(s)"),
+    "burn.plan_summary": ("共 {total}，{medium}；至少需要 {lower} 张。",
+                          "{total} in all on {medium}; no plan can use fewer than {lower}."),
+    "burn.recordings": ("录像数", "Recordings"),
+    "burn.sessions": ("采集批次", "Sessions"),
+    "burn.size": ("数据量", "Size"),
+    "burn.fill": ("容量占用", "Fill"),
+    "burn.split": ("有 {n} 个采集批次跨多张光盘，记录表会注明所在光盘。",
+                   "{n} session(s) span several discs; the record form says where the rest is."),
+    "burn.start": ("开始刻录（{drive}）", "Start burning ({drive})"),
+    "burn.job_title": ("刻录任务 {set}", "Burn job {set}"),
+    "burn.state": ("状态", "State"),
+    "burn.state.queued": ("排队中", "queued"),
+    "burn.state.running": ("进行中", "running"),
+    "burn.state.building": ("正在生成镜像", "building the image"),
+    "burn.state.burning": ("正在刻录", "burning"),
+    "burn.state.waiting_media": ("请放入下一张空白光盘", "insert the next blank disc"),
+    "burn.state.done": ("全部完成，已校验", "all done and verified"),
+    "burn.state.failed": ("失败", "failed"),
+    "burn.phase.building": ("生成镜像", "building image"),
+    "burn.phase.checking": ("检查光盘", "checking the disc"),
+    "burn.phase.ready": ("准备就绪", "ready"),
+    "burn.phase.writing": ("写入中", "writing"),
+    "burn.phase.closing": ("封盘中", "closing"),
+    "burn.phase.written": ("已写入", "written"),
+    "burn.phase.verifying": ("回读校验中", "verifying"),
+    "burn.phase.verified": ("已校验", "verified"),
+    "burn.phase.ejected": ("已弹出", "ejected"),
+    "burn.continue": ("已放入空白光盘，继续", "Blank disc inserted: continue"),
+    "disc.title": ("光盘登记", "Disc register"),
+    "disc.intro": ("本站刻录的全部证据光盘。每张光盘附《同步录音录像摄录情况记录表》。",
+                   "Every evidence disc burned here, each with its record form."),
+    "disc.label": ("光盘编号", "Disc label"),
+    "disc.set": ("光盘组", "Disc set"),
+    "disc.medium": ("光盘类型", "Medium"),
+    "disc.state": ("状态", "State"),
+    "disc.path": ("盘内路径", "Path on disc"),
+    "disc.verified_at": ("校验时间", "Verified"),
+    "disc.by": ("操作人", "By"),
+    "disc.form": ("记录表", "Record form"),
+    "disc.selection": ("所选录像", "selection"),
+    "disc.none": ("还没有刻录光盘。", "No discs burned yet."),
+    "disc.state.planned": ("待刻录", "planned"),
+    "disc.state.building": ("生成镜像", "building"),
+    "disc.state.burning": ("刻录中", "burning"),
+    "disc.state.written": ("已写入", "written"),
+    "disc.state.verified": ("已校验", "verified"),
+    "disc.state.failed": ("失败", "failed"),
+    # -- audit and health ----------------------------------------------------------------
+    "audit.title": ("审计日志", "Audit log"),
+    "audit.chain_ok": ("哈希链完整（{rows} 条）", "hash chain intact ({rows} rows)"),
+    "audit.chain_broken": ("哈希链在第 {row} 条断裂：{reason}", "hash chain broken at row {row}: {reason}"),
+    "audit.head": ("链头", "head"),
+    "audit.check_now": ("立即校验", "Check now"),
+    "audit.actor": ("操作人", "Actor"),
+    "audit.action": ("操作", "Action"),
+    "audit.subject": ("对象", "Subject"),
+    "audit.at": ("时间", "Time"),
+    "audit.details": ("详情", "Details"),
+    "audit.none": ("没有符合条件的记录。", "No entries match."),
+    "health.title": ("系统状态", "Health"),
+    "health.pool": ("存储池", "Storage pool"),
+    "health.backend": ("存储类型", "backend"),
+    "health.space": ("可用空间", "Free space"),
+    "health.free_of": ("共 {total}", "of {total}"),
+    "health.verify": ("最近一次完整性校验", "Last integrity check"),
+    "health.problems": ("{n} 个问题", "{n} problem(s)"),
+    "health.files_checked": ("校验 {n} 个文件", "{n} files checked"),
+    "health.never": ("从未运行", "never run"),
+    "health.audit": ("审计日志", "Audit log"),
+    "health.chain_ok": ("完整", "intact"),
+    "health.chain_broken": ("已损坏", "broken"),
+    "health.system": ("系统", "System"),
+    "health.version": ("软件版本", "Software version"),
+    "health.station": ("执法站", "Station"),
+    "health.busy": ("正在采集的槽位", "Slots ingesting"),
+    "health.idle": ("无", "none"),
+    "health.counts": ("目录", "Catalog"),
+    "health.count_line": ("录像 {recordings} · 采集批次 {sessions} · 记录仪 {devices} · 案件 {cases} · 光盘 {discs}",
+                          "{recordings} recordings · {sessions} sessions · {devices} cameras · {cases} cases · {discs} discs"),
+    # -- accounts and settings -----------------------------------------------------------
+    "users.title": ("账户管理", "Accounts"),
+    "users.name": ("用户名", "User name"),
+    "users.display_name": ("姓名", "Full name"),
+    "users.role": ("角色", "Role"),
+    "users.officer": ("对应执法人员", "Officer"),
+    "users.officer_hint": ("执法人员账户必填", "required for an officer"),
+    "users.last_login": ("最近登录", "Last login"),
+    "users.state": ("状态", "State"),
+    "users.active": ("正常", "active"),
+    "users.disabled": ("已停用", "disabled"),
+    "users.actions": ("操作", "Actions"),
+    "users.set_role": ("改角色", "Set role"),
+    "users.disable": ("停用", "Disable"),
+    "users.enable": ("启用", "Enable"),
+    "users.reset": ("重置密码", "Reset password"),
+    "users.new_password": ("新密码", "new password"),
+    "users.yourself": ("当前账户", "your account"),
+    "users.add": ("新建账户", "Add account"),
+    "users.password": ("初始密码", "Initial password"),
+    "users.done": ("已保存，并已记入审计日志。", "Saved and audited."),
+    "users.roles": ("角色说明", "Roles"),
+    "settings.title": ("系统设置", "Settings"),
+    "settings.save": ("保存设置", "Save settings"),
+    "settings.done": ("设置已保存，并已记入审计日志。", "Settings saved and audited."),
+    "settings.audited": ("每项设置变更都记入审计日志。", "Every change of a setting is audited."),
+    "settings.range": ("“{name}”须在 {low} 到 {high} 之间。", "“{name}” must be between {low} and {high}."),
+    "settings.session_idle_minutes": ("无操作自动退出（分钟）", "Log out after inactivity (minutes)"),
+    "settings.session_idle_minutes.help": ("超过此时间无操作，需重新登录。", "After this long without activity, log in again."),
+    "settings.login_max_failures": ("锁定前允许的失败次数", "Failed logins before lockout"),
+    "settings.login_max_failures.help": ("同一账户连续失败达到此次数即锁定；同一地址为三倍。",
+                                         "An account is locked after this many failures; an address after three times as many."),
+    "settings.lockout_minutes": ("锁定时间（分钟）", "Lockout (minutes)"),
+    "settings.lockout_minutes.help": ("锁定期间即使密码正确也无法登录。", "While locked, even the right password is refused."),
+    "settings.pseudo_drives": ("模拟刻录机数量", "Pseudo-drives"),
+    "settings.pseudo_drives.help": ("用于试用和测试：刻录到状态目录中的镜像文件（stdio:）。",
+                                    "For trials and tests: burn to image files in the state folder (stdio:)."),
+    # -- roles ---------------------------------------------------------------------------
+    "role.officer": ("执法人员", "Officer"),
+    "role.officer.desc": ("查看本人记录仪的录像。", "Sees the recordings of own cameras."),
+    "role.device_manager": ("设备管理员", "Device manager"),
+    "role.device_manager.desc": ("录像检索与播放、案件关联、刻录光盘、打印记录表。",
+                                 "Searches and plays recordings, tags them to cases, burns discs, prints forms."),
+    "role.leader": ("领导", "Leader"),
+    "role.leader.desc": ("查看录像、案件、光盘登记与审计日志；审批（下一版本）。",
+                         "Sees recordings, cases, discs and the audit log; approves (next version)."),
+    "role.bureau_head": ("局长", "Bureau head"),
+    "role.bureau_head.desc": ("同领导；审批司法机关调阅（下一版本）。", "As a leader; approves judicial access (next version)."),
+    "role.legal": ("法规科", "Legal section"),
+    "role.legal.desc": ("只读：审计日志、案件、光盘登记与系统状态；不能播放录像。",
+                        "Read-only: audit log, cases, disc register, health; cannot play recordings."),
+    "role.it_admin": ("信息管理员", "IT admin"),
+    "role.it_admin.desc": ("账户与系统设置、审计日志、系统状态；无权接触证据内容。",
+                           "Accounts and settings, audit log, health; no access to evidence content."),
+    "role.admin": ("系统管理员", "Administrator"),
+    "role.admin.desc": ("全部功能。", "Everything."),
+}
+
+for _state, (_zh, _en) in STATE_WORDS.items():
+    MESSAGES[f"state.{_state}"] = (_zh, _en)
+assert all(f"role.{r}" in MESSAGES for r in ROLES)
+
+
+class Translator:
+    """``t(key, **fields)`` for one language; ``t.keys`` lets a template test for a key."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in LANGUAGES else DEFAULT
+        self._index = LANGUAGES.index(self.lang)
+        self.keys = MESSAGES.keys()
+
+    def __call__(self, key: str, **fields: object) -> str:
+        pair = MESSAGES.get(key)
+        text = pair[self._index] if pair else key
+        if fields:
+            try:
+                return text.format(**fields)
+            except (KeyError, IndexError, ValueError):
+                return text
+        return text
+
+
+_TRANSLATORS = {lang: Translator(lang) for lang in LANGUAGES}
+
+
+def translator(lang: str) -> Translator:
+    return _TRANSLATORS.get(lang, _TRANSLATORS[DEFAULT])
+
+
+def language(request: web.Request) -> str:
+    """The page language: the ``lang`` cookie, else Chinese."""
+    lang = request.cookies.get(COOKIE, DEFAULT)
+    return lang if lang in LANGUAGES else DEFAULT

@@ -1,0 +1,42 @@
+"""The status API (``/api/v1/slots``, ``/api/v1/health``) and ``/metrics``: no login.
+
+The slot list is what the public slot board shows (no recordings); health is for
+Ansible's upgrade checks; ``/metrics`` is for Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from appliance import __version__
+from appliance.web.keys import APPLIANCE
+
+
+async def slots(request: web.Request) -> web.Response:
+    """Every slot's state and progress, as the slot board shows it."""
+    app = request.app[APPLIANCE]
+    return web.json_response({"slots": [s.to_json() for s in app.board.all()]}, dumps=_dumps)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness and the vault's state, for Ansible's upgrade checks and IT."""
+    app = request.app[APPLIANCE]
+    space = app.last_space
+    return web.json_response({
+        "status": "ok", "version": __version__, "station": app.config.station.id,
+        "vault": {"backend": app.vault.backend, "health": app.vault_health,
+                  "free_bytes": space.free_bytes if space else None},
+        "busy": app.busy_slots(),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app[APPLIANCE]
+    return web.Response(body=app.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False)
