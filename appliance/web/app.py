@@ -20,7 +20,7 @@ from appliance.web.security import (CookieStorage, LoginThrottle, WebState, load
                                     security_headers, security_middleware)
 from appliance.web.views import admin
 from appliance.web.views.board import STREAMS, Streams, close_streams
-from appliance.web.burning import BurnService
+from appliance.burner.jobs import BurnService
 
 if TYPE_CHECKING:
     from appliance.daemon import Appliance

@@ -8,7 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from appliance.daemon import Appliance
-    from appliance.web.burning import BurnService
+    from appliance.burner.jobs import BurnService
     from appliance.web.security import LoginThrottle, WebState
 
 APPLIANCE = web.AppKey("appliance", "Appliance")

@@ -12,7 +12,7 @@ from appliance.burner.media import human_bytes
 from appliance.catalog import audit
 from appliance.catalog import cases as cases_db
 from appliance.errors import ApplianceError
-from appliance.web.burning import BurnChanged, disc_for_form, selection
+from appliance.burner.jobs import BurnChanged, disc_for_form, selection
 from appliance.web.keys import APPLIANCE, BURNS, USER
 from appliance.web.render import int_param, render
 from appliance.web.views.board import STREAMS

@@ -1,8 +1,8 @@
 """Burn jobs: from a selection in the catalog to verified evidence discs, and the disc register.
 
-The burner library (:mod:`appliance.burner`) knows nothing of the catalog; this module is
-the glue: it turns catalog rows into :class:`DiscRecording` and :class:`RecordSession`,
-plans the set, records the job and its discs in the disc register (audited), and runs each
+The rest of :mod:`appliance.burner` knows nothing of the catalog; this module is the one
+glue between them, used by the web page and the command line alike: it turns catalog
+rows into :class:`DiscRecording` and :class:`RecordSession`, plans the set, records the job and its discs in the disc register (audited), and runs each
 disc through image → burn → read-back → verified, publishing :class:`BurnChanged` on the
 bus for the page's live progress.
 
