@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -64,6 +64,22 @@ class StationConfig(_Model):
     id: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
     name: str = "演示执法站"
     timezone: str = "Asia/Shanghai"
+    # End of the working day (local time, "HH:MM"): devices not docked that day are
+    # "not returned" after it (regulation art. 15.1).
+    end_of_day: str = "18:00"
+
+    @field_validator("end_of_day", mode="before")
+    @classmethod
+    def _hh_mm(cls, v: object) -> str:
+        # YAML reads an unquoted 18:00 as the base-60 number 1080: refuse it, say why.
+        if not isinstance(v, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"{v!r}: expected a quoted local time \"HH:MM\", e.g. \"18:00\"")
+        return v
+
+    @property
+    def end_of_day_time(self) -> time:
+        hours, minutes = self.end_of_day.split(":")
+        return time(int(hours), int(minutes))
 
 
 class VaultConfig(_Model):
@@ -89,6 +105,49 @@ class VaultConfig(_Model):
 class WebConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+
+
+class MetricsTlsConfig(_Model):
+    cert_file: Path
+    key_file: Path
+    # With a CA file, only clients with a certificate it signed may connect (mutual TLS).
+    client_ca_file: Path | None = None
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return _absolute_path(v)
+
+
+class MetricsConfig(_Model):
+    # A second listener for /metrics only, "HOST:PORT" ("[::1]:9108" for IPv6); null: none
+    # (/metrics is always on the web listener too).
+    listen: str | None = None
+    # A file whose first line is the bearer token the metrics listener requires.
+    bearer_token_file: Path | None = None
+    tls: MetricsTlsConfig | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", v)
+        if not match or int(match.group(2)) > 65535:
+            raise ValueError(f"{v!r}: expected HOST:PORT, e.g. 0.0.0.0:9108 or [::1]:9108")
+        return v
+
+    @field_validator("bearer_token_file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return _absolute_path(v)
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, port = self.listen.rsplit(":", 1)
+        return host.strip("[]"), int(port)
 
 
 class ClockSyncConfig(_Model):
@@ -215,6 +274,7 @@ class Config(_Model):
     state_dir: Path = Path("/var/lib/appliance/state")
     vault: VaultConfig = VaultConfig()
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
     dock: DockConfig = DockConfig()
     ingest: IngestConfig = IngestConfig()
     profiles: list[CameraProfile] = Field(default_factory=lambda: [CameraProfile(name="generic")])
@@ -238,6 +298,12 @@ class Config(_Model):
     def with_overrides(self, **changes: object) -> "Config":
         """A copy with top-level fields replaced (used by the demo and the benchmark)."""
         return self.model_copy(update=changes)
+
+
+def _absolute_path(v: Path | None) -> Path | None:
+    if v is not None and not v.is_absolute():
+        raise ValueError(f"{str(v)!r} must be an absolute path")
+    return v
 
 
 def _relative_path(v: str) -> str:

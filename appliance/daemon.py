@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import datetime
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
@@ -29,14 +29,13 @@ from appliance.dock.session import IngestContext, IngestSession
 from appliance.dock.slots import SlotMap
 from appliance.events import EventBus
 from appliance.metrics import Metrics, SessionFinished
+from appliance.monitoring import Monitor
 from appliance.vault import VaultSpace, open_vault
 from appliance.vault.probe import probe
-from appliance.vault.verify import last_run as last_verify_run
 from appliance.web.app import make_app
 
 log = logging.getLogger(__name__)
 
-SPACE_REFRESH_S = 30
 PROBE_BATCH = 20
 STOP_TIMEOUT_S = 30
 
@@ -52,7 +51,7 @@ class Appliance:
         self.catalog = Catalog(config.catalog_path)
         self.slot_map = SlotMap(config.dock.slots)
         self.board = SlotBoard(self.slot_map.slots, self.bus)
-        self.metrics = Metrics(self.bus, [str(s) for s in self.slot_map.slots])
+        self.metrics = Metrics(self.bus, [str(s) for s in self.slot_map.slots], station=config.station.id)
         self.executor = ThreadPoolExecutor(max_workers=config.dock.io_concurrency + 2,
                                            thread_name_prefix="io")
         self.last_space: VaultSpace | None = None
@@ -66,6 +65,7 @@ class Appliance:
         self._control: ControlServer | None = None
         self._udev = None
         self.bus.subscribe(self._on_event)
+        self.monitor = Monitor(self)  # timed collectors (vault, devices, audit chain) and metrics listener
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -77,14 +77,14 @@ class Appliance:
             log.warning("removed a stale camera mount at %s", stale)
         recovered = await loop.run_in_executor(self.executor, recover_unfinished, self.catalog, self.vault)
         state = await self.catalog.call(audit.verify_chain)
-        self.metrics.audit_chain_ok.set(1 if state.ok else 0)
+        self.metrics.set_audit_chain(state.ok, state.rows, time.time())
         if not state.ok:
             log.error("audit chain broken at row %s: %s", state.first_broken, state.reason)
         await self.catalog.call(audit.append, audit.SYSTEM, "appliance.start", self.config.station.id,
                                 {"recovered": [r.session_id for r in recovered]})
         self.ingest = IngestContext(self.config, self.catalog, self.vault, self.board, self.bus,
                                     asyncio.Semaphore(self.config.dock.io_concurrency), self.executor)
-        self._spawn(self._refresh_space_forever())
+        await self.monitor.start(listener=web_listener)
         self._spawn(self._probe_forever())
         self._control = ControlServer(self.config.state_dir / "dock.sock", self.slot_map.slots, self.dock)
         await self._control.start()
@@ -135,6 +135,7 @@ class Appliance:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.monitor.stop()
         if self._runner:
             await self._runner.cleanup()
         with suppress(Exception):
@@ -197,25 +198,9 @@ class Appliance:
         task.add_done_callback(self._tasks.discard)
 
     async def refresh_space(self) -> None:
-        """Statvfs and pool health off the loop, into the gauges."""
-        loop = asyncio.get_running_loop()
-        self.last_space = await loop.run_in_executor(self.executor, self.vault.space)
-        self.vault_health = await loop.run_in_executor(self.executor, self.vault.health)
-        self.metrics.vault_free.set(self.last_space.free_bytes)
-        self.metrics.vault_used.set(self.last_space.used_bytes)
-        self.metrics.pool_healthy.set(1 if self.vault_health == "ONLINE" else 0)
-        run = await self.catalog.call(last_verify_run)
-        if run:
-            self.metrics.verify_last.set(datetime.fromisoformat(run["finished_at"]).timestamp())
-            self.metrics.verify_problems.set(run["problems"])
-
-    async def _refresh_space_forever(self) -> None:
-        while True:
-            try:
-                await self.refresh_space()
-            except Exception:
-                log.exception("vault space refresh failed")
-            await asyncio.sleep(SPACE_REFRESH_S)
+        """Vault space, pool health and the last verify run, now, off the loop, into
+        ``last_space``, ``vault_health`` and the gauges (the monitor also runs these on a timer)."""
+        await self.monitor.refresh("vault", "verify")
 
     async def _probe_forever(self) -> None:
         """ffprobe new recordings one at a time, after the copies, never in their way."""

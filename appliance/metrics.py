@@ -135,6 +135,11 @@ class Metrics:
         # collector "snapshots"
         self.snapshots_held = Gauge("appliance_vault_snapshots_held",
                                     "Snapshots of the vault that carry an evidence hold.", registry=r)
+        # collector "scrub" (zfs backend only)
+        self.scrub_last = Gauge("appliance_vault_pool_last_scrub_timestamp_seconds",
+                                "When the pool's last scrub finished (Unix time; 0: none yet).", registry=r)
+        self.scrub_errors = Gauge("appliance_vault_pool_last_scrub_errors",
+                                  "Errors the pool's last finished scrub found.", registry=r)
         # collector "verify"
         self.verify_last = Gauge("appliance_verify_last_run_timestamp_seconds",
                                  "When `appliance verify` last finished (Unix time).", registry=r)

@@ -60,6 +60,18 @@ class Vault(ABC):
         free = st.f_bavail * st.f_frsize
         return VaultSpace(free, total - st.f_bfree * st.f_frsize, total)
 
+    def dataset_space(self) -> dict[str, tuple[int, int]] | None:
+        """Free and used bytes per dataset, where the backend has datasets; else None."""
+        return None
+
+    def held_snapshots(self) -> int | None:
+        """How many snapshots are held, where the backend has snapshots; else None."""
+        return None
+
+    def last_scrub(self) -> tuple[float, int] | None:
+        """(Unix time, errors) of the pool's last finished scrub, where the backend scrubs."""
+        return None
+
     def absolute(self, relative: str | Path) -> Path:
         """A vault-relative path (as the catalog stores it) made absolute, refusing escapes."""
         path = (self.root / relative).resolve()

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from appliance.config import Config
@@ -172,6 +174,36 @@ class ZfsVault(Vault):
             name, avail, used = line.split("\t")
             result[name] = (int(avail), int(used))
         return result
+
+    def held_snapshots(self) -> int:
+        """How many snapshots under the vault carry a hold (``userrefs`` > 0), for /metrics."""
+        out = run_zfs(["zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "userrefs", "-r", self.dataset],
+                      readonly=True)
+        return sum(1 for value in out.split() if value.isdigit() and int(value) > 0)
+
+    def last_scrub(self) -> tuple[float, int] | None:
+        """When the pool's last scrub finished (Unix time) and the errors it found, for /metrics;
+        None when no scrub has finished yet (or one is running now)."""
+        return parse_scrub(run_zfs(["zpool", "status", self.pool], readonly=True))
+
+
+_SCRUB_DONE = re.compile(r"^\s*scan: scrub repaired \S+ in \S+ with (\d+) errors on (.+?)\s*$", re.M)
+
+
+def parse_scrub(status: str) -> tuple[float, int] | None:
+    """The finished scrub in ``zpool status`` output: (its end as Unix time, errors).
+
+    zpool prints the date in the box's local time, C-locale ctime format.
+    """
+    match = _SCRUB_DONE.search(status)
+    if not match:
+        return None
+    try:
+        finished = datetime.strptime(match.group(2), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        log.debug("zpool status: unreadable scrub date %r", match.group(2))
+        return None
+    return finished.timestamp(), int(match.group(1))
 
 
 def _make_immutable(session_dir: Path) -> None:
