@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.burner import (BurnerError, BurnProgress, DiscLabel, DiscPlan, DiscRecording, Medium,
+from appliance.burner import (BurnerError, VerifyFailed, BurnProgress, DiscLabel, DiscPlan, DiscRecording, Medium,
                               PlannedDisc, RecordSession, build_image_async, burn_and_verify, medium,
                               plan_discs)
 from appliance.catalog import audit
@@ -268,6 +268,11 @@ class BurnService:
                                                                self._busy_drives.discard(d)))
         return job_id
 
+    @property
+    def busy_drives(self) -> list[str]:
+        """Drives with a job running (upgrades must not restart the box then)."""
+        return sorted(self._busy_drives)
+
     def resume(self, job_id: int) -> bool:
         """The operator put the next blank disc in."""
         event = self._continue.get(job_id)
@@ -286,6 +291,7 @@ class BurnService:
                    sessions: dict[str, RecordSession], head: str, actor: str) -> None:
         catalog = self.appliance.catalog
         config = self.appliance.config
+        metrics = self.appliance.metrics
         work = self.state_dir / WORK_DIR
         actor_sys = f"{actor} (burn)"
         try:
@@ -324,26 +330,40 @@ class BurnService:
                                                    medium=disc.medium):
                     self._publish(live, phase=event.phase, done_bytes=event.done_bytes,
                                   total_bytes=event.total_bytes, speed=event.speed, message=event.message)
+                    metrics.drive_phase(live.drive, event.phase)
                     if event.phase == "written":
                         await catalog.call(_set_disc, did, actor_sys, "written", burned_at=iso(utcnow()))
                 await catalog.call(_set_disc, did, actor_sys, "verified", verified_at=iso(utcnow()))
                 live.discs[label] = "verified"
+                metrics.disc_burned()
                 self._publish(live, phase="verified")
                 await asyncio.to_thread(self._after_disc, live.drive, image.path, disc.label.file_stem)
             await catalog.call(_set_job, live.job_id, actor_sys, "done")
+            metrics.burn_job_finished("done")
+            metrics.set_drive_state(live.drive, "idle")
             self._publish(live, state="done", phase="verified", message="")
         except asyncio.CancelledError:
+            metrics.burn_job_finished("cancelled")
+            metrics.set_drive_state(live.drive, "idle")
             await asyncio.shield(catalog.call(_set_job, live.job_id, actor_sys, "failed", "stopped"))
             self._publish(live, state="failed", message="stopped")
             raise
         except Exception as exc:
             log.exception("burn job %s failed", live.set_id)
+            metrics.burn_job_finished("failed")
+            metrics.set_drive_state(live.drive, "failed")
             reason = str(exc) or type(exc).__name__
+            # A disc that does not read back as its image is bad: the operator needs a new blank.
+            bad = isinstance(exc, VerifyFailed)
+            if bad:
+                metrics.burn_verify_failed()
+                reason = f"verify: {reason} — 光盘校验失败，请放入新的空白光盘 / insert a new blank disc"
             label = live.disc
             if label:
-                live.discs[label] = "failed"
+                live.discs[label] = "bad" if bad else "failed"
                 try:
-                    await catalog.call(_set_disc, disc_ids[label], actor_sys, "failed", error=reason[:500])
+                    await catalog.call(_set_disc, disc_ids[label], actor_sys, "bad" if bad else "failed",
+                                       error=reason[:500])
                 except Exception:
                     log.exception("burn job %s: could not record the failed disc", live.set_id)
             await catalog.call(_set_job, live.job_id, actor_sys, "failed", reason[:500])

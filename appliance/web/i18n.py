@@ -225,6 +225,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "disc.state.written": ("已写入", "written"),
     "disc.state.verified": ("已校验", "verified"),
     "disc.state.failed": ("失败", "failed"),
+    "disc.state.bad": ("校验失败，光盘作废", "bad: failed verification"),
     # -- audit and health ----------------------------------------------------------------
     "audit.title": ("审计日志", "Audit log"),
     "audit.chain_ok": ("哈希链完整（{rows} 条）", "hash chain intact ({rows} rows)"),

@@ -52,8 +52,12 @@ async def test_bearer_token_on_the_metrics_listener(running, tmp_path):
         async with http.get(f"http://127.0.0.1:{app.monitor.listen_port}/api/v1/slots",
                             headers={"Authorization": f"Bearer {TOKEN}"}) as r:
             assert r.status == 404  # the metrics listener serves nothing else
+        # With a token configured, the web listener's copy asks for it too.
         async with http.get(f"http://127.0.0.1:{app.bound_port}/metrics") as r:
-            assert r.status == 200  # the web listener's copy, for the station's own network
+            assert r.status == 401
+        async with http.get(f"http://127.0.0.1:{app.bound_port}/metrics",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "appliance_build_info" in names and "appliance_slot_state" in names
 

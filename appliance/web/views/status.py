@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.web.keys import APPLIANCE
+from appliance.web.keys import APPLIANCE, BURNS
 
 
 async def slots(request: web.Request) -> web.Response:
@@ -30,11 +30,15 @@ async def health(request: web.Request) -> web.Response:
         "vault": {"backend": app.vault.backend, "health": app.vault_health,
                   "free_bytes": space.free_bytes if space else None},
         "busy": app.busy_slots(),
+        "burning": request.app[BURNS].busy_drives,
     })
 
 
 async def metrics(request: web.Request) -> web.Response:
     app = request.app[APPLIANCE]
+    if not app.monitor.authorized(request.headers.get("Authorization")):
+        return web.Response(status=401, text="bearer token required\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="appliance metrics"'})
     return web.Response(body=app.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
