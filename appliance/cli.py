@@ -172,6 +172,20 @@ def cmd_bench_web(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_burn(args: argparse.Namespace) -> int:
+    from appliance.burner.command import BurnArgs, burn
+
+    return burn(_config(args), BurnArgs(case_id=args.case, recording_ids=args.recordings or [],
+                                        all_recordings=args.all, medium=args.media, drive=args.drive,
+                                        dry_run=args.dry_run))
+
+
+def cmd_disc_verify(args: argparse.Namespace) -> int:
+    from appliance.burner.command import run_disc_verify
+
+    return asyncio.run(run_disc_verify(args.source))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="执法记录仪证据采集工作站 / evidence appliance")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -216,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     detach.add_argument("--slot", type=int, required=True)
     detach.set_defaults(fn=cmd_dock)
 
+    burn_p = sub.add_parser("burn", parents=[common], help="burn evidence discs (plan, build, burn, verify)")
+    what = burn_p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--case", type=int, help="every recording of this case (id)")
+    what.add_argument("--recordings", type=int, nargs="+", metavar="ID", help="these recordings")
+    what.add_argument("--all", action="store_true", help="every recording in the vault")
+    burn_p.add_argument("--media", help="cd, dvd, dvd-dl, bd25, bd50, bd100 (default: burner.medium)")
+    burn_p.add_argument("--drive", help="/dev/srN or stdio:/path (default: the first drive)")
+    burn_p.add_argument("--dry-run", action="store_true", help="only print the plan")
+    burn_p.set_defaults(fn=cmd_burn)
+
+    disc = sub.add_parser("disc", help="evidence discs").add_subparsers(dest="disc_cmd", required=True)
+    dv = disc.add_parser("verify", help="check a disc or image against its own manifest")
+    dv.add_argument("source", help="/dev/srN, stdio:/path or an image file")
+    dv.set_defaults(fn=cmd_disc_verify)
+
     demo = sub.add_parser("demo", help="run on the embedded default with simulated cameras")
     demo.add_argument("--cameras", type=int, default=3)
     demo.add_argument("--once", action="store_true", help="ingest once, print a summary, exit")
@@ -224,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    # Its own options are parsed by appliance.burner.bench (see main()).
+    bench.add_parser("burn", help="disc image build vs xorriso -as mkisofs of the same files")
     bi = bench.add_parser("ingest", help="ingest vs cp -r + sync of the same files")
     bi.add_argument("--slots", type=int, default=4)
     bi.add_argument("--size", default="1GiB", help="bytes per camera (default 1GiB)")
@@ -253,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "burn"]:
+        from appliance.burner.bench import main as bench_burn
+
+        return bench_burn(argv[2:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

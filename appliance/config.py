@@ -267,6 +267,31 @@ class IngestConfig(_Model):
         return ["sha256"] + [a for a in v if a != "sha256"]
 
 
+class BurnerConfig(_Model):
+    drives: list[str] = Field(default_factory=list)
+    medium: str = "dvd"
+
+    @field_validator("drives")
+    @classmethod
+    def _drives(cls, v: list[str]) -> list[str]:
+        for drive in v:
+            if not (re.fullmatch(r"/dev/sr[0-9]+", drive)
+                    or (drive.startswith("stdio:/") and ".." not in drive)):
+                raise ValueError(f"{drive!r}: a drive is /dev/srN or stdio:/absolute/path")
+        if len(set(v)) != len(v):
+            raise ValueError("a drive is listed twice")
+        return v
+
+    @field_validator("medium")
+    @classmethod
+    def _medium(cls, v: str) -> str:
+        from appliance.burner.media import MEDIA
+
+        if v not in MEDIA:
+            raise ValueError(f"{v!r} is not a medium; one of {', '.join(MEDIA)}")
+        return v
+
+
 class Config(_Model):
     """The validated configuration, handed down to every part of the appliance."""
 
@@ -277,6 +302,7 @@ class Config(_Model):
     metrics: MetricsConfig = MetricsConfig()
     dock: DockConfig = DockConfig()
     ingest: IngestConfig = IngestConfig()
+    burner: BurnerConfig = BurnerConfig()
     profiles: list[CameraProfile] = Field(default_factory=lambda: [CameraProfile(name="generic")])
     source: Path | None = Field(default=None, exclude=True)
 

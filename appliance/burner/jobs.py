@@ -224,8 +224,8 @@ class BurnService:
         return self.appliance.config.state_dir
 
     def drives(self) -> list[str]:
-        """Real drives the kernel shows, then the enabled pseudo-drives."""
-        real = sorted(glob.glob("/dev/sr[0-9]*"))
+        """The configured drives (else every drive the kernel shows), then the enabled pseudo-drives."""
+        real = list(self.appliance.config.burner.drives) or sorted(glob.glob("/dev/sr[0-9]*"))
         pseudo = [f"stdio:{self.state_dir / PSEUDO_DIR / f'drive-{n}.iso'}"
                   for n in range(1, self.pseudo_drives + 1)]
         return real + pseudo
@@ -267,6 +267,12 @@ class BurnService:
         task.add_done_callback(lambda _t, j=job_id, d=drive: (self._tasks.pop(j, None),
                                                                self._busy_drives.discard(d)))
         return job_id
+
+    async def wait(self, job_id: int) -> None:
+        """Until a job has ended (the command line waits for its one job)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     @property
     def busy_drives(self) -> list[str]:
