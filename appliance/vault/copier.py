@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,28 +135,46 @@ def _open_for_write(temp: Path) -> int:
 
 def _pump(src: Path, src_fd: int, dst_fd: int, hasher: MultiHasher, block_size: int,
           progress: Progress | None) -> int:
-    # An anonymous mmap is page-aligned, as O_DIRECT requires of the buffer. It is left to
-    # the garbage collector: an exception's traceback may still hold views of it.
-    buf = mmap.mmap(-1, block_size)
-    return _pump_into(src, src_fd, dst_fd, hasher, buf, memoryview(buf), progress)
-
-
-def _pump_into(src: Path, src_fd: int, dst_fd: int, hasher: MultiHasher, buf: mmap.mmap,
-               view: memoryview, progress: Progress | None) -> int:
-    total = 0
-    while True:
+    """Read and hash block k+1 while block k is written: the disk and the CPU both stay busy."""
+    bufs = _aligned_buffers(block_size)
+    total, k = 0, 0
+    with ThreadPoolExecutor(1, thread_name_prefix="copy-write") as writer:
+        pending: Future[None] | None = None
         try:
-            n = os.readv(src_fd, [buf])
-        except OSError as exc:
-            raise _source_error(src, exc, total) from exc
-        if n == 0:
-            return total
-        with view[:n] as chunk:  # released even on error, so the mmap can close
-            hasher.update(chunk)
-            _write_block(dst_fd, chunk)
-        total += n
-        if progress:
-            progress(n)
+            while True:
+                buf, view = bufs[k & 1]
+                try:
+                    n = os.readv(src_fd, [buf])
+                except OSError as exc:
+                    raise _source_error(src, exc, total) from exc
+                if n == 0:
+                    break
+                chunk = view[:n]
+                hasher.update(chunk)
+                if pending is not None:
+                    pending.result()  # the buffer read next is the one this write used
+                pending = writer.submit(_write_block, dst_fd, chunk)
+                total += n
+                k += 1
+                if progress:
+                    progress(n)
+            if pending is not None:
+                pending, last = None, pending
+                last.result()
+        finally:
+            if pending is not None:  # never leave a write running against a closed file
+                pending.exception()
+    return total
+
+
+def _aligned_buffers(block_size: int) -> tuple[tuple[mmap.mmap, memoryview], ...]:
+    """Two page-aligned buffers (as O_DIRECT requires), left to the garbage collector:
+    an exception's traceback may still hold views of them."""
+    out = []
+    for _ in range(2):
+        buf = mmap.mmap(-1, block_size)
+        out.append((buf, memoryview(buf)))
+    return tuple(out)
 
 
 def _write_block(fd: int, data: memoryview) -> None:
@@ -204,12 +223,25 @@ def _hash_from_disk(path: Path, algorithms: Sequence[str], block_size: int) -> t
 
 
 def _hash_fd(fd: int, algorithms: Sequence[str], block_size: int) -> Digests:
+    """Hash block k in a helper thread while block k+1 is read from the disk."""
     hasher = MultiHasher(algorithms)
-    buf = mmap.mmap(-1, block_size)  # page-aligned for O_DIRECT; freed by the collector
-    view = memoryview(buf)
-    while n := os.readv(fd, [buf]):
-        with view[:n] as chunk:
-            hasher.update(chunk)
+    bufs = _aligned_buffers(block_size)
+    k = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="readback-hash") as hashing:
+        pending: Future[None] | None = None
+        try:
+            while True:
+                buf, view = bufs[k & 1]
+                n = os.readv(fd, [buf])
+                if n == 0:
+                    break
+                if pending is not None:
+                    pending.result()
+                pending = hashing.submit(hasher.update, view[:n])
+                k += 1
+        finally:
+            if pending is not None:
+                pending.result()
     return hasher.digests()
 
 
