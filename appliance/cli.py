@@ -105,16 +105,21 @@ def cmd_dock(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.demo.run import run_demo
 
+    base = load_config(Path(args.config)) if args.config else None
     return asyncio.run(run_demo(cameras=args.cameras, once=args.once,
-                                state=Path(args.state) if args.state else None, port=args.port))
+                                state=Path(args.state) if args.state else None, port=args.port,
+                                base=base))
 
 
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
     from appliance.bench.ingest import run_bench
     from appliance.config import parse_size
 
+    # The pipeline's settings (hashes, block size, I/O concurrency) come from --config if given.
+    base = load_config(Path(args.config)) if args.config else None
     result = run_bench(slots=args.slots, size=parse_size(args.size),
-                       workdir=Path(args.dir) if args.dir else None, files_per_slot=args.files)
+                       workdir=Path(args.dir) if args.dir else None, files_per_slot=args.files,
+                       config=base)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -186,6 +191,82 @@ def cmd_disc_verify(args: argparse.Namespace) -> int:
     return asyncio.run(run_disc_verify(args.source))
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    """Replication to headquarters: the status, or (--now) one run now."""
+    from appliance.vault import replication as rep
+
+    config = _config(args)
+    if not args.now:
+        status = rep.load_status(rep.Paths.of(config)) or rep.ReplicationStatus()
+        status.enabled = config.replication.enabled
+        if config.replication.enabled:
+            status.target = rep.target_label(config)
+        print(json.dumps(status.to_json(), indent=2, ensure_ascii=False) if args.json
+              else _replication_text(status))
+        return 0
+    catalog = _catalog(config)
+    actor = f"cli:{getpass.getuser()}"
+
+    async def audit_row(action: str, subject: str, details: dict) -> None:
+        from appliance.catalog import audit
+
+        catalog.run(audit.append, actor, action, subject, details)
+
+    async def once() -> "rep.ReplicationStatus":
+        replicator = rep.Replicator(config, audit=audit_row, actor=actor)
+        return await replicator.run("cli", wait_for_lock=args.wait)
+
+    try:
+        status = asyncio.run(once())
+    except rep.Busy:
+        raise rep.ReplicationError(f"another run is still going (waited {args.wait:.0f} s; "
+                                   f"see {rep.Paths.of(config).lock})") from None
+    finally:
+        catalog.close()
+    print(json.dumps(status.to_json(), indent=2, ensure_ascii=False) if args.json
+          else _replication_text(status))
+    return 0 if status.state == "ok" else 1
+
+
+def _replication_text(status) -> str:  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds") if t else "never"
+
+    if not status.enabled:
+        return "replication: not enabled (replication.enabled in the configuration)"
+    lines = [f"replication to {status.target}: {status.state}",
+             f"  last run:       {status.run_id} ({status.reason or '-'}), {when(status.finished_at)}, "
+             f"{status.seconds if status.seconds is not None else '-'} s, {status.bytes_sent} bytes, "
+             f"{status.transfers} snapshot(s) sent ({status.resumed} resumed)",
+             f"  last success:   {when(status.last_success_at)}",
+             f"  lag:            {status.lag_seconds():.0f} s ({status.pending_ingest} session snapshot(s) "
+             f"not yet at HQ); {status.datasets_behind} dataset(s) behind"]
+    if status.last_error:
+        lines.append(f"  last error:     [{status.last_error_kind}] {status.last_error} "
+                     f"({when(status.last_error_at)}, {status.failures_in_a_row} failure(s) in a row)")
+    for gap in status.gaps:
+        lines.append(f"  missing at HQ:  {gap} (its files are in HQ's later snapshots; the snapshot "
+                     f"itself cannot be sent again)")
+    for warning in status.warnings:
+        lines.append(f"  warning:        {warning}")
+    return "\n".join(lines)
+
+
+def cmd_hq_status(args: argparse.Namespace) -> int:
+    """At headquarters: which ingest sessions of which station have arrived."""
+    from appliance import hq
+
+    stations = hq.hq_status(args.root, args.station, verify=args.verify)
+    if args.json:
+        print(json.dumps(hq.to_json(stations), indent=2, ensure_ascii=False))
+    else:
+        print(hq.format_table(stations))
+    bad = any(s.state == "mismatch" for st in stations for s in st.sessions)
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="执法记录仪证据采集工作站 / evidence appliance")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -245,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("source", help="/dev/srN, stdio:/path or an image file")
     dv.set_defaults(fn=cmd_disc_verify)
 
-    demo = sub.add_parser("demo", help="run on the embedded default with simulated cameras")
+    demo = sub.add_parser("demo", parents=[common], help="run on the embedded default with simulated "
+                          "cameras (--config: take station, ingest and camera profiles from there)")
     demo.add_argument("--cameras", type=int, default=3)
     demo.add_argument("--once", action="store_true", help="ingest once, print a summary, exit")
     demo.add_argument("--state", help="keep everything in this folder (with a config.yaml)")
@@ -255,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     # Its own options are parsed by appliance.burner.bench (see main()).
     bench.add_parser("burn", help="disc image build vs xorriso -as mkisofs of the same files")
-    bi = bench.add_parser("ingest", help="ingest vs cp -r + sync of the same files")
+    bi = bench.add_parser("ingest", parents=[common], help="ingest vs cp -r + sync of the same files")
     bi.add_argument("--slots", type=int, default=4)
     bi.add_argument("--size", default="1GiB", help="bytes per camera (default 1GiB)")
     bi.add_argument("--files", type=int, default=8, help="files per camera")
@@ -280,6 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("name")
     up.set_defaults(fn=cmd_user_passwd)
     user.add_parser("list", parents=[common], help="list accounts").set_defaults(fn=cmd_user_list)
+
+    rp = sub.add_parser("replicate", parents=[common],
+                        help="replication to headquarters: the status, or --now to run it now")
+    rp.add_argument("--now", action="store_true", help="run zfs-autobackup now (one run; exit 1 if it failed)")
+    rp.add_argument("--wait", type=float, default=600.0,
+                    help="with --now: seconds to wait for a run already going (default 600)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(fn=cmd_replicate)
+
+    hq_p = sub.add_parser("hq", help="at headquarters").add_subparsers(dest="hq_cmd", required=True)
+    hs = hq_p.add_parser("status", help="which ingest sessions of which station have arrived "
+                         "(reads the received datasets; needs root to mount their snapshots)")
+    hs.add_argument("--root", default="hq/stations", help="the dataset holding one dataset per station")
+    hs.add_argument("--station", help="only this station")
+    hs.add_argument("--verify", action="store_true", help="re-hash every file against its manifest")
+    hs.add_argument("--json", action="store_true")
+    hs.set_defaults(fn=cmd_hq_status)
     return parser
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from appliance.catalog import registry
-from appliance.config import parse_config
+from appliance.config import Config, parse_config
 from appliance.daemon import Appliance
 from appliance.dock.events import DockAction, DockEvent, SourceKind
 from appliance.metrics import SessionFinished
@@ -87,14 +87,17 @@ def time_cp(sources: list[Path], dest: Path) -> float:
     return time.perf_counter() - started
 
 
-async def time_ingest(sources: list[Path], work: Path, io_concurrency: int) -> tuple[float, int]:
+async def time_ingest(sources: list[Path], work: Path, io_concurrency: int,
+                      base: Config | None = None) -> tuple[float, int]:
     """Seconds for the appliance to ingest every source through the real pipeline."""
+    base = base or Config()
     config = parse_config({
         "state_dir": str(work / "state"),
         "vault": {"backend": "directory", "path": str(work / "vault"), "reserve": 0},
         "dock": {"slots": {i: f"bench-{i}" for i in range(1, len(sources) + 1)},
-                 "mount_root": str(work / "mnt"), "udev": False, "io_concurrency": io_concurrency},
-        "ingest": {"ffprobe": False},
+                 "mount_root": str(work / "mnt"), "udev": False, "io_concurrency": io_concurrency,
+                 "block_size": base.dock.block_size},
+        "ingest": {"ffprobe": False, "hashes": list(base.ingest.hashes)},
     })
     appliance = Appliance(config)
     for i in range(1, len(sources) + 1):
@@ -118,23 +121,25 @@ async def time_ingest(sources: list[Path], work: Path, io_concurrency: int) -> t
 
 
 def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
-              files_per_slot: int = 8, io_concurrency: int | None = None) -> dict:
+              files_per_slot: int = 8, io_concurrency: int | None = None,
+              config: Config | None = None) -> dict:
     """Run both and return the figures (bytes per second and the ratio ingest / cp)."""
-    base = Path(tempfile.mkdtemp(prefix="appliance-bench-", dir=workdir or "/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="appliance-bench-", dir=workdir or "/var/tmp"))
     try:
-        sources = make_sources(base / "src", slots, size, files_per_slot)
+        sources = make_sources(work / "src", slots, size, files_per_slot)
         total = sum(f.stat().st_size for s in sources for f in s.rglob("*") if f.is_file())
         dropped = _drop_caches()
         _warm(sources)
         cpu_before = _cpu_seconds()
-        ingest_s, ingested = asyncio.run(time_ingest(sources, base / "ingest", io_concurrency or slots))
+        ingest_s, ingested = asyncio.run(time_ingest(sources, work / "ingest", io_concurrency or slots,
+                                                     config))
         ingest_cpu = _cpu_seconds() - cpu_before
-        open_folders(base / "ingest")
-        shutil.rmtree(base / "ingest", ignore_errors=True)
+        open_folders(work / "ingest")
+        shutil.rmtree(work / "ingest", ignore_errors=True)
         _drop_caches()
         _warm(sources)
         cpu_before = _cpu_seconds(children=True)
-        cp_s = time_cp(sources, base / "cp")
+        cp_s = time_cp(sources, work / "cp")
         cp_cpu = _cpu_seconds(children=True) - cpu_before
         return {
             "slots": slots, "bytes": total, "ingested_bytes": ingested,
@@ -148,5 +153,5 @@ def run_bench(slots: int = 4, size: int = 1 << 30, workdir: Path | None = None,
             "goal": ">= 0.9",
         }
     finally:
-        open_folders(base)
-        shutil.rmtree(base, ignore_errors=True)
+        open_folders(work)
+        shutil.rmtree(work, ignore_errors=True)

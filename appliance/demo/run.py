@@ -43,8 +43,13 @@ class SlotResult:
     seconds: float
 
 
-def write_demo_config(state: Path, cameras: int, port: int) -> Path:
-    """A config.yaml in the state folder that later commands can use (--config)."""
+def write_demo_config(state: Path, cameras: int, port: int, base: Config | None = None) -> Path:
+    """A config.yaml in the state folder that later commands can use (--config).
+
+    With ``base``, its station, ingest settings and camera profiles are kept; where the
+    evidence goes, the web port and the slots are the demo's own.
+    """
+    kept = base.model_dump(mode="json", include={"station", "ingest", "profiles"}) if base else {}
     config = {
         "station": {"id": "demo", "name": "演示执法站"},
         "state_dir": "state",
@@ -54,6 +59,7 @@ def write_demo_config(state: Path, cameras: int, port: int) -> Path:
                  "mount_root": "mnt", "udev": False},
         "ingest": {"wipe": "after-verify"},
     }
+    config.update(kept)
     path = state / "config.yaml"
     path.write_text("# Written by `appliance demo`.\n" + yaml.safe_dump(config, allow_unicode=True),
                     encoding="utf-8")
@@ -72,12 +78,12 @@ async def _source_kind(probe_image: Path, scratch: Path) -> SourceKind:
 
 
 async def run_demo(cameras: int = 3, once: bool = False, state: Path | None = None,
-                   port: int = 8080) -> int:
+                   port: int = 8080, base: Config | None = None) -> int:
     """Run the demo; with ``once``, return 0 only if every file verified."""
     keep = state is not None
     state = state or Path(tempfile.mkdtemp(prefix="appliance-demo-", dir="/var/tmp"))
     state.mkdir(parents=True, exist_ok=True)
-    config = load_config(write_demo_config(state, cameras, port))
+    config = load_config(write_demo_config(state, cameras, port, base))
     cams = state / "cameras"
     cams.mkdir(exist_ok=True)
     appliance = Appliance(config)
