@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.dock.events import DockAction, DockEvent, SourceKind
@@ -50,6 +51,23 @@ def parse_request(data: dict, known_slots: list[int]) -> DockEvent:
                      fs_type=_opt_str(data, "fs_type"))
 
 
+@contextmanager
+def socket_path(path: Path) -> Iterator[str]:
+    """A name for ``path`` that fits a unix socket address (108 bytes).
+
+    A state folder deep in the file system would not fit; its folder is then reached
+    through ``/proc/self/fd/N``, which the kernel resolves to the same place.
+    """
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def _opt_str(data: dict, key: str) -> str | None:
     value = data.get(key)
     return value[:64] if isinstance(value, str) else None
@@ -78,8 +96,9 @@ class ControlServer:
             self.path.unlink()
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._handle, path=str(self.path),
-                                                           limit=MAX_REQUEST)
+            with socket_path(self.path) as path:
+                self._server = await asyncio.start_unix_server(self._handle, path=path,
+                                                               limit=MAX_REQUEST)
         finally:
             os.umask(old)
 
@@ -118,7 +137,8 @@ class ControlServer:
 
 async def send_request(path: Path, request: dict, timeout: float = 10) -> dict:
     """Send one request to a running daemon's control socket and return its reply."""
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    with socket_path(path) as short:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(short), timeout)
     try:
         writer.write((json.dumps(request) + "\n").encode())
         await writer.drain()

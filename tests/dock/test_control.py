@@ -44,3 +44,17 @@ async def test_control_socket_answers_garbage_with_an_error(tmp_path):
         assert reply == {"ok": True} and len(got) == 1
     finally:
         await server.stop()
+
+
+async def test_control_socket_works_in_a_deep_state_folder(tmp_path):
+    from appliance.dock.control import ControlServer, send_request
+    deep = tmp_path / ("very-long-folder-name-" * 6) / "state"
+    deep.mkdir(parents=True)
+    server = ControlServer(deep / "dock.sock", [1], lambda e: None)
+    await server.start()
+    try:
+        assert len(str(deep / "dock.sock")) > 108
+        reply = await send_request(deep / "dock.sock", {"action": "detach", "slot": 1})
+        assert reply == {"ok": True}
+    finally:
+        await server.stop()
