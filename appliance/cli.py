@@ -57,6 +57,14 @@ def cmd_device_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_continuity_rescan(args: argparse.Namespace) -> int:
+    from appliance.catalog import continuity
+
+    found = _catalog(_config(args)).run(continuity.rescan, args.device)
+    print(f"continuity: {found} new flag(s)")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from appliance.catalog import audit
 
@@ -204,6 +212,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         print(json.dumps(status.to_json(), indent=2, ensure_ascii=False) if args.json
               else _replication_text(status))
         return 0
+    if not config.replication.enabled:
+        raise rep.ReplicationError("replication is not enabled in the configuration (replication.enabled)")
     catalog = _catalog(config)
     actor = f"cli:{getpass.getuser()}"
 
@@ -289,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--brand")
     add.set_defaults(fn=cmd_device_add)
     device.add_parser("list", parents=[common], help="list cameras").set_defaults(fn=cmd_device_list)
+
+    cont = sub.add_parser("continuity", help="gaps between clips (art. 5, 6)").add_subparsers(
+        dest="continuity_cmd", required=True)
+    rescan = cont.add_parser("rescan", parents=[common], help="walk every device's clips for gaps, overlaps "
+                             "and clock jumps (a catalog from before the check); flags found are kept")
+    rescan.add_argument("--device", help="only this camera's serial")
+    rescan.set_defaults(fn=cmd_continuity_rescan)
 
     audit_p = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_cmd", required=True)
     audit_p.add_parser("verify", parents=[common], help="check the hash chain") \

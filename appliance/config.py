@@ -292,6 +292,134 @@ class BurnerConfig(_Model):
         return v
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Turn ``90``, ``30s``, ``15min``, ``1h``, ``2d`` into seconds; refuse anything else."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15min or 1h, not a boolean")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as 30s, 15min or 1h")
+    match = _DURATION_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (examples: 90, 30s, 15min, 1h, 2d)")
+    number, unit = match.groups()
+    return float(number) * _DURATION_UNITS[(unit or "").lower()]
+
+
+# zfs-autobackup's thinning schedule: "N" (always keep the last N) or "<period><ttl>" rules such
+# as 1d1w (one a day for a week), comma-separated. Checked here without importing it (GPLv3).
+_THIN_UNITS = {"y": 3600 * 24 * 365.25, "m": 3600 * 24 * 30, "w": 3600 * 24 * 7, "d": 86400,
+               "h": 3600, "min": 60, "s": 1}
+_THIN_RULE = re.compile(r"^(\d+)(y|m|w|d|h|min|s)(\d+)(y|m|w|d|h|min|s)$")
+
+
+def check_thin_schedule(value: str) -> str:
+    """A zfs-autobackup keep schedule (``10,1d1w,1w1m,1m1y``), checked as zfs-autobackup does."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a schedule such as 10,1d1w,1w1m,1m1y")
+    for rule in value.lower().split(","):
+        if rule.isdigit():
+            continue
+        match = _THIN_RULE.fullmatch(rule)
+        if not match:
+            raise ValueError(f"{rule!r} is not a rule: a count (10) or <period><ttl> (1d1w, 1w1m, 1m1y)")
+        period = int(match.group(1)) * _THIN_UNITS[match.group(2)]
+        ttl = int(match.group(3)) * _THIN_UNITS[match.group(4)]
+        if period > ttl:
+            raise ValueError(f"{rule!r}: the period is longer than the time to keep")
+    return value.lower()
+
+
+class ReplicationTargetConfig(_Model):
+    # Headquarters' receiving host, its SSH port and the receiving user (one per station).
+    host: str = Field(pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # The station's private key (mode 0600) and the known_hosts file that pins HQ's host key.
+    key_file: Path
+    known_hosts_file: Path
+    # The station's dataset at HQ (created there beforehand), e.g. hq/stations/<station id>.
+    path: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)+$")
+
+    @field_validator("key_file", "known_hosts_file")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return _absolute_path(v)  # type: ignore[return-value]
+
+
+class ReplicationConfig(_Model):
+    enabled: bool = False
+    # zfs-autobackup's backup name: it selects the datasets with autobackup:<name>=true (the zfs
+    # vault sets it on media, quarantine and catalog) and names its own snapshots <name>-<UTC time>.
+    # Null: the station id.
+    backup_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+    target: ReplicationTargetConfig | None = None
+    # A run on this schedule, and one shortly after every ingest session (several cameras
+    # docked together are sent in one run); after a failed run, the next try comes sooner.
+    interval: float = 900.0
+    after_ingest_delay: float = 60.0
+    retry_interval: float = 300.0
+    # A run still going after this long is stopped; the next one resumes the transfer.
+    timeout: float = 6 * 3600.0
+    # SSH connect timeout (HQ unreachable is reported after this long).
+    connect_timeout: float = 20.0
+    # Thinning of zfs-autobackup's own snapshots on the station and at HQ. Ingest snapshots
+    # (@ingest-<session>, held) are never thinned on either side, whatever these say.
+    keep_source: str = "10,1d1w"
+    keep_target: str = "10,1d1w,1w1m,1m1y"
+    # Send blocks compressed on disk as they are (zfs send -c).
+    zfs_compressed: bool = True
+    # Compress the stream on the way (needs the tool at both ends); null: none.
+    compress: Literal["zstd-fast", "zstd-slow", "zstd-adapt", "gzip"] | None = None
+    # Bandwidth limit for thin links, bytes per second (e.g. 2MiB); null: none.
+    rate_limit: Size | None = None
+
+    @field_validator("interval", "after_ingest_delay", "retry_interval", "timeout", "connect_timeout",
+                     mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, v: object) -> int | None:
+        if v is None:
+            return None
+        rate = parse_size(v)
+        if rate < 16 * 1024:
+            raise ValueError("a rate limit below 16KiB/s would never finish a send")
+        return rate
+
+    @field_validator("keep_source", "keep_target")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        return check_thin_schedule(v)
+
+    @field_validator("backup_name")
+    @classmethod
+    def _not_ingest(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() == "ingest":
+            raise ValueError("'ingest' is the prefix of the vault's own snapshots; choose another name")
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> "ReplicationConfig":
+        if self.enabled and self.target is None:
+            raise ValueError("enabled replication needs 'target' (host, user, key_file, known_hosts_file, path)")
+        if self.interval < 60:
+            raise ValueError("interval: at least 60 seconds")
+        if self.timeout < 30:
+            raise ValueError("timeout: at least 30 seconds")
+        return self
+
+
 class Config(_Model):
     """The validated configuration, handed down to every part of the appliance."""
 
@@ -303,6 +431,7 @@ class Config(_Model):
     dock: DockConfig = DockConfig()
     ingest: IngestConfig = IngestConfig()
     burner: BurnerConfig = BurnerConfig()
+    replication: ReplicationConfig = ReplicationConfig()
     profiles: list[CameraProfile] = Field(default_factory=lambda: [CameraProfile(name="generic")])
     source: Path | None = Field(default=None, exclude=True)
 
@@ -315,6 +444,19 @@ class Config(_Model):
         if len(set(names)) != len(names):
             raise ValueError("two profiles have the same name")
         return v
+
+    @model_validator(mode="after")
+    def _replication_name(self) -> "Config":
+        if self.replication.enabled and self.station.id.lower() == "ingest" and not self.replication.backup_name:
+            raise ValueError("replication: station id 'ingest' cannot be the backup name; set backup_name")
+        if self.replication.enabled and self.vault.backend != "zfs":
+            raise ValueError("replication: needs vault.backend 'zfs' (it sends ZFS snapshots)")
+        return self
+
+    @property
+    def backup_name(self) -> str:
+        """zfs-autobackup's backup name: ``autobackup:<name>`` marks the datasets that go to HQ."""
+        return self.replication.backup_name or self.station.id
 
     @property
     def catalog_path(self) -> Path:

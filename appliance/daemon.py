@@ -32,6 +32,7 @@ from appliance.metrics import Metrics, SessionFinished
 from appliance.monitoring import Monitor
 from appliance.vault import VaultSpace, open_vault
 from appliance.vault.probe import probe
+from appliance.vault.replication import Replicator
 from appliance.web.app import make_app
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Appliance:
         self._udev = None
         self.bus.subscribe(self._on_event)
         self.monitor = Monitor(self)  # timed collectors (vault, devices, audit chain) and metrics listener
+        self.replicator: Replicator | None = None  # replication to headquarters (zfs-autobackup)
+        if config.replication.enabled:
+            self.replicator = Replicator(config, metrics=self.metrics, audit=self._audit_replication)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -86,6 +90,8 @@ class Appliance:
                                     asyncio.Semaphore(self.config.dock.io_concurrency), self.executor)
         await self.monitor.start(listener=web_listener)
         self._spawn(self._probe_forever())
+        if self.replicator is not None:
+            self._spawn(self.replicator.run_forever())
         self._control = ControlServer(self.config.state_dir / "dock.sock", self.slot_map.slots, self.dock)
         await self._control.start()
         if udev if udev is not None else self.config.dock.udev:
@@ -189,6 +195,13 @@ class Appliance:
     def _on_event(self, event: object) -> None:
         if isinstance(event, SessionFinished):
             self._probe_wanted.set()
+            # a session that failed after copying may have committed some files: send those too
+            if self.replicator is not None and event.session_id and (
+                    event.result == "done" or (event.result == "failed" and event.bytes > 0)):
+                self.replicator.ingest_committed()
+
+    async def _audit_replication(self, action: str, subject: str, details: dict) -> None:
+        await self.catalog.call(audit.append, audit.SYSTEM, action, subject, details)
 
     # -- background work ---------------------------------------------------------------
 

@@ -186,7 +186,8 @@ class Metrics:
             "When a replication run to headquarters last succeeded (Unix time; 0: never).", registry=r)
         self.replication_lag = Gauge(
             "appliance_replication_lag_seconds",
-            "Age of the newest snapshot known to be at headquarters (0 while replication is off).",
+            "How long the oldest held ingest snapshot not yet at headquarters has existed only on "
+            "the station (0: every session is at headquarters, or replication is off).",
             registry=r)
         self.replication_bytes = Counter("appliance_replication_bytes_sent",
                                          "Bytes sent to headquarters by replication.", registry=r)
@@ -194,6 +195,8 @@ class Metrics:
                                           registry=r)
         self._replication_on = False
         self._replicated_at = 0.0
+        self._pending_known = False
+        self._pending_since: float | None = None
         self.replication_lag.set_function(self._lag)
 
         # -- burning (declared; fed by the burn service) --------------------------------
@@ -323,12 +326,25 @@ class Metrics:
         if newest_snapshot_at:
             self._replicated_at = newest_snapshot_at
 
-    def replication_failed(self) -> None:
-        """A replication run failed (the log says why)."""
+    def replication_failed(self, bytes_sent: int = 0) -> None:
+        """A replication run failed (the log says why); what it sent before failing still counts."""
         self.replication_errors.inc()
+        if bytes_sent > 0:
+            self.replication_bytes.inc(bytes_sent)
+
+    def replication_pending(self, oldest_unsent_at: float | None) -> None:
+        """Creation time (Unix) of the oldest held ingest snapshot not yet at headquarters, None
+        when every one is there: the lag is its age, computed at scrape (so it grows while HQ is
+        unreachable). Once called, this replaces the lag from ``newest_snapshot_at``."""
+        self._pending_known = True
+        self._pending_since = oldest_unsent_at
 
     def _lag(self) -> float:
-        if not self._replication_on or not self._replicated_at:
+        if not self._replication_on:
+            return 0.0
+        if self._pending_known:
+            return 0.0 if self._pending_since is None else max(0.0, time.time() - self._pending_since)
+        if not self._replicated_at:
             return 0.0
         return max(0.0, time.time() - self._replicated_at)
 

@@ -127,11 +127,14 @@ def _recording_times(conn: sqlite3.Connection, recording_ids: Iterable[int]) -> 
     if len(ids) > 5000:
         raise CaseError("at most 5000 recordings at a time")
     marks = ",".join("?" * len(ids))
-    found = {r[0]: r[1] for r in conn.execute(
-        f"SELECT id, camera_mtime FROM recordings WHERE id IN ({marks})", ids)}
+    rows = conn.execute(f"SELECT id, camera_mtime, purged_at FROM recordings WHERE id IN ({marks})", ids).fetchall()
+    found = {r[0]: r[1] for r in rows}
     missing = [i for i in ids if i not in found]
     if missing:
         raise CaseError(f"no recording {missing[0]}")
+    purged = [r[0] for r in rows if r[2]]
+    if purged:
+        raise CaseError(f"recording {purged[0]} was purged under the retention rules")
     return found
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field, replace
 
+from appliance.catalog.confidentiality import visible_sql
+
 MAX_LIMIT = 200
 
 
@@ -27,6 +29,8 @@ class Query:
     category: str | None = None
     tag_id: int | None = None
     only_officer_id: int | None = None  # the role's restriction (an officer sees own recordings)
+    cleared: frozenset[str] | None = None  # confidentiality (art. 3): None only for internal use
+    include_purged: bool = False       # purged recordings (files gone by retention) are left out
     cursor: tuple[str, int] | None = None  # the last row of the previous page
     limit: int = 50
 
@@ -86,6 +90,13 @@ def search(conn: sqlite3.Connection, q: Query) -> Page:
     if q.cursor:
         where.append(f"({at}, {rid}) < (?, ?)")
         args.extend(q.cursor)
+    if not q.include_purged:
+        where.append("r.purged_at IS NULL")
+    if q.cleared is not None:
+        condition, marks = visible_sql(q.cleared)
+        if marks:
+            where.append(condition)
+            args.extend(marks)
     sql = (f"SELECT {_COLUMNS} FROM {source} LEFT JOIN officers o ON o.id = r.officer_id"
            + (" WHERE " + " AND ".join(where) if where else "")
            + f" ORDER BY {at} DESC, {rid} DESC LIMIT ?")
@@ -101,7 +112,8 @@ def recording(conn: sqlite3.Connection, recording_id: int) -> dict | None:
     r = conn.execute(
         "SELECT r.*, o.name AS officer_name, s.slot, s.started_at, s.finished_at, s.snapshot,"
         " s.manifest_sha256, s.clock_drift_s, s.clock_synced_at, s.quarantined, s.state AS session_state,"
-        " s.vault_dir, d.brand AS device_brand, d.model AS device_model"
+        " s.vault_dir, s.device_flag, d.brand AS device_brand, d.model AS device_model,"
+        " (SELECT number FROM purge_lists p WHERE p.id = r.purge_list_id) AS purge_number"
         " FROM recordings r JOIN sessions s ON s.id = r.session_id"
         " LEFT JOIN officers o ON o.id = r.officer_id"
         " LEFT JOIN devices d ON d.serial = r.device_serial WHERE r.id = ?", (recording_id,)).fetchone()
@@ -115,11 +127,11 @@ def recording(conn: sqlite3.Connection, recording_id: int) -> dict | None:
     return out
 
 
-def media_path(conn: sqlite3.Connection, recording_id: int) -> tuple[str, str, int | None] | None:
-    """``(vault_path, rel_path, officer_id)`` of a recording, for playing it."""
-    r = conn.execute("SELECT vault_path, rel_path, officer_id FROM recordings WHERE id = ?",
+def media_path(conn: sqlite3.Connection, recording_id: int) -> tuple[str, str, int | None, str | None] | None:
+    """``(vault_path, rel_path, officer_id, purged_at)`` of a recording, for playing it."""
+    r = conn.execute("SELECT vault_path, rel_path, officer_id, purged_at FROM recordings WHERE id = ?",
                      (recording_id,)).fetchone()
-    return (r[0], r[1], r[2]) if r else None
+    return (r[0], r[1], r[2], r[3]) if r else None
 
 
 def officers(conn: sqlite3.Connection) -> list[tuple[int, str]]:

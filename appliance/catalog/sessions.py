@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from appliance.catalog import audit
+from appliance.catalog import audit, continuity, registry
 from appliance.timeutil import camera_time, iso, utcnow
 
 # States a session passes through; the last three are terminal.
@@ -153,13 +153,15 @@ def commit(conn: sqlite3.Connection, session_id: str, *, manifest_sha256: str,
     now = iso(utcnow())
     files = verified_files(conn, session_id)
     for f in files:
+        recorded = iso(camera_time(f.mtime_ns, camera_tz))
+        # The recording belongs to whoever held the camera when it was recorded (art. 11).
+        known, officer_id = registry.officer_at(conn, s["device_serial"], recorded)
         conn.execute(
             "INSERT INTO recordings (session_id, device_serial, officer_id, rel_path_raw, rel_path,"
             " vault_path, size, mtime_ns, camera_mtime, sha256, sm3, ingested_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, s["device_serial"], s["officer_id"], f.rel_path_raw, f.rel_path,
-             f.vault_path, f.size, f.mtime_ns, iso(camera_time(f.mtime_ns, camera_tz)), f.sha256, f.sm3,
-             now))
+            (session_id, s["device_serial"], officer_id if known and not s["quarantined"] else s["officer_id"],
+             f.rel_path_raw, f.rel_path, f.vault_path, f.size, f.mtime_ns, recorded, f.sha256, f.sm3, now))
     conn.execute("DELETE FROM session_files WHERE session_id = ?", (session_id,))
     conn.execute(
         "UPDATE sessions SET manifest_sha256 = ?, camera_newest_mtime = ?, clock_drift_s = ?,"
@@ -208,3 +210,5 @@ def set_probe(conn: sqlite3.Connection, recording_id: int, facts: dict) -> None:
         " height = ?, probe_error = ?, probed_at = ? WHERE id = ?",
         (facts.get("duration_s"), facts.get("start_time"), facts.get("format"), facts.get("codec"),
          facts.get("width"), facts.get("height"), facts.get("error"), iso(utcnow()), recording_id))
+    if facts.get("duration_s"):
+        continuity.check_recording(conn, recording_id)   # art. 5, 6: gaps between clips

@@ -83,6 +83,33 @@ class Vault(ABC):
         """The vault-relative form of an absolute path inside the vault."""
         return str(path.relative_to(self.root))
 
+    def remove_purged(self, relative: str) -> bool:
+        """Delete one file that an approved retention purge has recorded as purged: the only
+        deletion of evidence there is (:mod:`appliance.catalog.retention` calls it, after the
+        catalog says so). Clears the immutable attribute where there is one, opens the folder
+        for the moment of the unlink, closes it again. False if the file was gone already."""
+        path = self.absolute(relative)
+        if not path.is_relative_to(self.root.resolve() / "media") and \
+                not path.is_relative_to(self.root.resolve() / "quarantine"):
+            raise VaultError(f"{relative}: not a recording's file")
+        if not path.exists():
+            return False
+        _clear_immutable(path)
+        folder = path.parent
+        mode = folder.stat().st_mode & 0o777
+        os.chmod(folder, mode | 0o700)
+        try:
+            path.unlink()
+            fsync_dir(folder)
+        finally:
+            os.chmod(folder, mode)
+        return True
+
+    def release_snapshot(self, session_id: str) -> list[str]:
+        """Release the hold on a session's snapshots and destroy them, once retention has purged
+        every recording of the session; returns their names ([] where there are none)."""
+        return []
+
     def make_session_dir(self, relative: Path) -> Path:
         """Create (or reopen, on resume) a session's folder."""
         path = self.root / relative
@@ -91,6 +118,30 @@ class Vault(ABC):
         except OSError as exc:
             raise VaultError(f"{path}: cannot create: {exc.strerror}") from None
         return path
+
+
+def _clear_immutable(path: Path) -> None:
+    """Take the immutable attribute off a file, where the file system has it (ZFS, ext4)."""
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
+        if flags & _FS_IMMUTABLE_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("l", flags & ~_FS_IMMUTABLE_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_FS_IMMUTABLE_FL = 0x00000010
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
 
 
 def close_folders(session_dir: Path) -> None:

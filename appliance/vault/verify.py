@@ -79,24 +79,44 @@ def _committed_sessions(conn: sqlite3.Connection, since: datetime | None) -> lis
 
 def _verify_session(catalog: Catalog, vault: Vault, s: dict, report: VerifyReport) -> None:
     folder = vault.root / s["vault_dir"]
+    # A recording purged under an approved retention list has no file any more (its row stays).
     recordings = catalog.run(lambda c: [dict(r) for r in c.execute(
-        "SELECT * FROM recordings WHERE session_id = ?", (s["id"],))])
+        "SELECT * FROM recordings WHERE session_id = ? AND purged_at IS NULL", (s["id"],))])
+    purged = catalog.run(lambda c: {r[0] for r in c.execute(
+        "SELECT vault_path FROM recordings WHERE session_id = ? AND purged_at IS NOT NULL", (s["id"],))})
     manifest = _check_manifest(folder, s, report)
     listed = {f["vault_path"]: f for f in (manifest or {}).get("files", [])}
     algorithms = ["sha256"] + (["sm3"] if any(r["sm3"] for r in recordings) else [])
-    snapshot = s["snapshot"]
+    released = bool(s.get("snapshot_released_at"))
+    snapshot = s["snapshot"] if not released else None
     if snapshot:
-        state = vault.snapshot_state(snapshot)
-        if state != "held":
-            report.problems.append(Problem("snapshot", snapshot, f"snapshot is {state}"))
-            snapshot = snapshot if state == "not held" else None
+        snapshot = _check_snapshots(vault, snapshot, report)
+    elif not released and vault.backend == "zfs":
+        # Committed but never sealed (the seal failed, or a crash came between the two).
+        report.problems.append(Problem("snapshot", s["vault_dir"], f"session {s['id']} has no snapshot"))
     for r in recordings:
         _verify_file(vault, r, listed.get(r["vault_path"]), algorithms, snapshot, report)
-    known = {r["vault_path"] for r in recordings}
+    known = {r["vault_path"] for r in recordings} | purged
     for path in _files_below(folder / FILES):
         rel = vault.relative(path)
         if rel not in known:
             report.problems.append(Problem("new", rel, "in the session folder but not in the catalog"))
+
+
+def _check_snapshots(vault: Vault, snapshot: str, report: VerifyReport) -> str | None:
+    """Report every snapshot of the session that is gone or not held; return the snapshot to
+    compare the live files with, or None when one of them is gone."""
+    # The zfs backend knows each of the session's snapshots (media, quarantine, catalog).
+    states_of = getattr(vault, "snapshot_states", None)
+    try:
+        states = states_of(snapshot) if states_of else {snapshot: vault.snapshot_state(snapshot)}
+    except VaultError as exc:
+        report.problems.append(Problem("snapshot", snapshot, f"cannot be checked: {exc}"))
+        return None
+    for name, state in states.items():
+        if state != "held":
+            report.problems.append(Problem("snapshot", name, f"snapshot is {state}"))
+    return None if "missing" in states.values() else snapshot
 
 
 def _check_manifest(folder: Path, s: dict, report: VerifyReport) -> dict | None:

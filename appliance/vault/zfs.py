@@ -36,6 +36,10 @@ HOLD_TAG = "appliance-evidence"
 SNAPSHOT_PREFIX = "ingest-"
 TIMEOUT_S = 120
 FS_IMMUTABLE_FL = 0x00000010
+# Properties that only `zfs create` takes (`zfs set` refuses them: "property is readonly").
+CREATE_ONLY = frozenset({"utf8only", "normalization", "casesensitivity"})
+# Properties that `zfs get -p` prints as a byte count ("1M" reads back as "1048576").
+_SIZE_PROPERTIES = frozenset({"recordsize", "quota", "refquota", "reservation", "refreservation"})
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602
 
@@ -51,8 +55,10 @@ class Child:
 
 def children(backup_name: str) -> list[Child]:
     """The child datasets and their properties; ``autobackup:<name>`` marks what HQ receives."""
+    # utf8only: the vault keeps only valid UTF-8 names (a camera name with invalid bytes gets
+    # visible \xNN escapes, see appliance.dock.session); ZFS then refuses anything else.
     media = {"recordsize": "1M", "compression": "off", "atime": "off", "xattr": "sa",
-             "exec": "off", "setuid": "off", "devices": "off",
+             "exec": "off", "setuid": "off", "devices": "off", "utf8only": "on",
              f"autobackup:{backup_name}": "true"}
     return [
         Child("media", media, True),
@@ -88,7 +94,7 @@ class ZfsVault(Vault):
         assert config.vault.dataset
         self.dataset = config.vault.dataset
         self.pool = self.dataset.split("/")[0]
-        self.backup_name = config.station.id
+        self.backup_name = config.backup_name  # replication.backup_name, else the station id
 
     def _ds(self, child: str) -> str:
         return f"{self.dataset}/{child}"
@@ -98,10 +104,7 @@ class ZfsVault(Vault):
         if not exists.strip():
             raise VaultError(f"dataset {self.dataset} does not exist; create the pool and dataset first "
                              f"(Ansible's station role does)")
-        mountpoint = self.get(self.dataset, "mountpoint")
-        if Path(mountpoint) != self.root:
-            raise VaultError(f"dataset {self.dataset} is mounted at {mountpoint}, "
-                             f"but vault.path is {self.root}")
+        self._check_mounted(self.dataset, self.root)
         for child in children(self.backup_name):
             name = self._ds(child.name)
             found = run_zfs(["zfs", "list", "-H", "-o", "name", name], readonly=True, ok_codes=(0, 1))
@@ -109,13 +112,41 @@ class ZfsVault(Vault):
             if not found.strip():
                 run_zfs(["zfs", "create", *props, name], readonly=False)
             else:
+                current = self.properties(name, list(child.properties))
                 for k, v in child.properties.items():
-                    if self.get(name, k) != v:
-                        run_zfs(["zfs", "set", f"{k}={v}", name], readonly=False)
+                    if _same_value(k, current.get(k, "-"), v):
+                        continue
+                    if k in CREATE_ONLY:
+                        log.warning("%s: %s is %s, not %s; ZFS takes it only when a dataset is "
+                                    "created, so it stays", name, k, current.get(k), v)
+                        continue
+                    run_zfs(["zfs", "set", f"{k}={v}", name], readonly=False)
+            self._check_mounted(name, self.root / child.name)
+
+    def _check_mounted(self, name: str, where: Path) -> None:
+        """The parent must be mounted at vault.path and each child at ``<vault.path>/<child>``:
+        otherwise the daemon would write evidence into the folder of the dataset above, where
+        no snapshot of the child covers it (and the child, once mounted, would hide it)."""
+        props = self.properties(name, ["mountpoint", "mounted"])
+        if Path(props.get("mountpoint", "")) != where:
+            hint = (f"set vault.path to it or run `zfs set mountpoint={where} {name}`"
+                    if name == self.dataset else f"run `zfs inherit mountpoint {name}`")
+            raise VaultError(f"dataset {name} has mountpoint {props.get('mountpoint')}, but the vault "
+                             f"needs it at {where} ({hint})")
+        if props.get("mounted") != "yes":
+            run_zfs(["zfs", "mount", name], readonly=False)
+            if self.get(name, "mounted") != "yes":
+                raise VaultError(f"dataset {name} is not mounted at {where}")
 
     def get(self, dataset: str, prop: str) -> str:
         """One property's value, as the machine-readable form prints it."""
         return run_zfs(["zfs", "get", "-H", "-p", "-o", "value", prop, dataset], readonly=True).strip()
+
+    def properties(self, dataset: str, props: list[str]) -> dict[str, str]:
+        """Several properties of one dataset in one command (``-`` for an unset user property)."""
+        out = run_zfs(["zfs", "get", "-H", "-p", "-o", "property,value", ",".join(props), dataset],
+                      readonly=True)
+        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
 
     def snapshot_names(self, session_id: str) -> list[str]:
         return [f"{self._ds(c.name)}@{SNAPSHOT_PREFIX}{session_id}"
@@ -125,32 +156,64 @@ class ZfsVault(Vault):
         close_folders(session_dir)
         _make_immutable(session_dir)
         snaps = self.snapshot_names(session_id)
-        existing = set(run_zfs(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-d", "1",
-                                self._ds("media")], readonly=True).split())
-        if snaps[0] not in existing:
-            # One command: the snapshots of media, quarantine and catalog are atomic together.
-            run_zfs(["zfs", "snapshot", *snaps], readonly=False)
+        existing = self._existing_snapshots(snaps)
+        missing = [s for s in snaps if s not in existing]
+        if missing:
+            # One command: the snapshots of media, quarantine and catalog are atomic together
+            # (all of them at the first seal; a later seal only replaces what someone destroyed).
+            run_zfs(["zfs", "snapshot", *missing], readonly=False)
         held = run_zfs(["zfs", "holds", "-H", *snaps], readonly=True)
         missing = [s for s in snaps if f"{s}\t{HOLD_TAG}" not in held]
         if missing:
             run_zfs(["zfs", "hold", HOLD_TAG, *missing], readonly=False)
         return snaps[0]
 
-    def snapshot_state(self, snapshot: str) -> str:
-        """``held``, ``not held`` or ``missing``."""
-        try:
-            out = run_zfs(["zfs", "holds", "-H", snapshot], readonly=True)
-        except VaultError:
-            return "missing"
-        tags = {line.split("\t")[1] for line in out.splitlines() if line.count("\t") >= 1}
-        return "held" if HOLD_TAG in tags else "not held"
+    def _existing_snapshots(self, names: list[str]) -> set[str]:
+        """Which of these snapshots exist (only these are listed, not every snapshot of the pool)."""
+        out = run_zfs(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", *names], readonly=True,
+                      ok_codes=(0, 1))
+        return set(out.split())
 
-    def snapshot_path(self, snapshot: str, relative: str) -> Path:
-        """Where a vault-relative file of a session is seen inside the snapshot (.zfs/snapshot)."""
-        dataset, snap = snapshot.split("@", 1)
-        child = dataset.rsplit("/", 1)[1]
-        inner = Path(relative).relative_to(child) if Path(relative).parts[0] == child else Path(relative)
-        return self.root / child / ".zfs" / "snapshot" / snap / inner
+    def session_snapshots(self, snapshot: str) -> list[str]:
+        """Every snapshot taken with ``snapshot`` at the seal of its session (media, quarantine,
+        catalog: one atomic ``zfs snapshot``), whichever of them the catalog recorded."""
+        _dataset, snap = snapshot.split("@", 1)
+        return [f"{self._ds(c.name)}@{snap}" for c in children(self.backup_name) if c.snapshotted]
+
+    def snapshot_states(self, snapshot: str) -> dict[str, str]:
+        """``held``, ``not held`` or ``missing`` for each snapshot of the session: a hold
+        released on the catalog's snapshot alone counts as much as one on the media's."""
+        names = self.session_snapshots(snapshot)
+        existing = self._existing_snapshots(names)
+        present = [n for n in names if n in existing]
+        held: set[str] = set()
+        if present:
+            out = run_zfs(["zfs", "holds", "-H", *present], readonly=True, ok_codes=(0, 1))
+            held = {f[0] for f in (line.split("\t") for line in out.splitlines())
+                    if len(f) >= 2 and f[1] == HOLD_TAG}
+        return {n: ("missing" if n not in existing else "held" if n in held else "not held")
+                for n in names}
+
+    def snapshot_state(self, snapshot: str) -> str:
+        """``held``, ``not held`` or ``missing``: the worst of the session's snapshots."""
+        try:
+            states = set(self.snapshot_states(snapshot).values())
+        except VaultError as exc:
+            log.warning("snapshot state of %s unknown: %s", snapshot, exc)
+            return "missing"
+        return "missing" if "missing" in states else "not held" if "not held" in states else "held"
+
+    def snapshot_path(self, snapshot: str, relative: str) -> Path | None:
+        """Where a vault-relative file of a session is seen inside the snapshot (.zfs/snapshot).
+
+        The snapshot is the one of the dataset that holds the file (``media/...`` or
+        ``quarantine/...``), whichever dataset's snapshot the catalog recorded.
+        """
+        _dataset, snap = snapshot.split("@", 1)
+        parts = Path(relative).parts
+        if len(parts) < 2 or parts[0] not in {c.name for c in children(self.backup_name) if c.snapshotted}:
+            return None
+        return self.root / parts[0] / ".zfs" / "snapshot" / snap / Path(*parts[1:])
 
     def health(self) -> str:
         try:
@@ -160,7 +223,8 @@ class ZfsVault(Vault):
             return "UNKNOWN"
 
     def space(self) -> VaultSpace:
-        out = run_zfs(["zfs", "get", "-H", "-p", "-o", "value", "available,used", self.dataset],
+        # `zfs list -o` keeps the column order; `zfs get a,b` does not promise it.
+        out = run_zfs(["zfs", "list", "-H", "-p", "-o", "available,used", self.dataset],
                       readonly=True).split()
         free, used = int(out[0]), int(out[1])
         return VaultSpace(free, used, free + used)
@@ -186,8 +250,30 @@ class ZfsVault(Vault):
         None when no scrub has finished yet (or one is running now)."""
         return parse_scrub(run_zfs(["zpool", "status", self.pool], readonly=True))
 
+    def release_snapshot(self, session_id: str) -> list[str]:
+        """Release the evidence hold on a session's snapshots and destroy them (retention: every
+        recording of the session is purged). Other sessions' snapshots that still hold the
+        purged files keep their space until they expire in turn."""
+        snaps = self.snapshot_names(session_id)
+        listed = run_zfs(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", *snaps], readonly=True,
+                         ok_codes=(0, 1))
+        present = [s for s in snaps if s in set(listed.split())]
+        if not present:
+            return []
+        held = run_zfs(["zfs", "holds", "-H", *present], readonly=True)
+        holding = [s for s in present if f"{s}\t{HOLD_TAG}" in held]
+        if holding:
+            run_zfs(["zfs", "release", HOLD_TAG, *holding], readonly=False)
+        for snap in present:
+            run_zfs(["zfs", "destroy", snap], readonly=False)
+        return present
 
-_SCRUB_DONE = re.compile(r"^\s*scan: scrub repaired \S+ in \S+ with (\d+) errors on (.+?)\s*$", re.M)
+
+# The duration is "HH:MM:SS", or "N days HH:MM:SS" for a scrub longer than a day (OpenZFS
+# print_scan_status); the scan line shows only the pool's last scan, so a resilver after the
+# scrub hides it.
+_SCRUB_DONE = re.compile(r"^\s*scan: scrub repaired \S+ in (?:\d+ days )?\S+ with (\d+) errors on (.+?)\s*$",
+                         re.M)
 
 
 def parse_scrub(status: str) -> tuple[float, int] | None:
@@ -204,6 +290,21 @@ def parse_scrub(status: str) -> tuple[float, int] | None:
         log.debug("zpool status: unreadable scrub date %r", match.group(2))
         return None
     return finished.timestamp(), int(match.group(1))
+
+
+def _same_value(prop: str, current: str, wanted: str) -> bool:
+    """Whether a property already has the wanted value (sizes compared as byte counts)."""
+    if prop in _SIZE_PROPERTIES:
+        return _zfs_bytes(current) == _zfs_bytes(wanted)
+    return current == wanted
+
+
+def _zfs_bytes(value: str) -> int | None:
+    """``1M`` (ZFS units are binary), ``16K`` or ``1048576`` as bytes; None for ``-``/``none``."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTPE]?)", value.strip().upper())
+    if not match:
+        return None
+    return int(float(match.group(1)) * 1024 ** " KMGTPE".index(match.group(2) or " "))
 
 
 def _make_immutable(session_dir: Path) -> None:

@@ -27,6 +27,17 @@ AUDIT = frozenset({"leader", "bureau_head", "legal", "it_admin", "admin"})
 HEALTH = frozenset({"device_manager", "leader", "bureau_head", "legal", "it_admin", "admin"})
 #: accounts and settings
 ADMIN = frozenset({"it_admin", "admin"})
+#: the registers and reports of the regulation, read: devices and deadlines, exceptions,
+#: releases, judicial access and its register, retention, continuity, supervision reports
+#: (the unit head checks, art. 18; the legal section inspects, art. 19)
+REGISTERS = frozenset({"device_manager", "leader", "bureau_head", "legal", "admin"})
+#: asking and explaining: release requests, exceptions, continuity reviews, confidentiality marks
+STAFF = frozenset({"device_manager", "leader", "bureau_head", "admin"})
+#: approving exceptions (art. 8), releases (art. 16) and purge lists (art. 7): the leaders.
+#: The administrator is a technical account and approves nothing.
+APPROVE = frozenset({"leader", "bureau_head"})
+#: approving judicial access (art. 17: 局主要负责人) and clearing accounts for marks (art. 3)
+BUREAU_HEAD = frozenset({"bureau_head"})
 
 
 def may(access: Access, role: str | None) -> bool:

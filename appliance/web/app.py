@@ -7,18 +7,20 @@ templates, the security headers and friendly error pages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 import aiohttp_session
 from aiohttp import web
 
 from appliance.web import render
-from appliance.web.keys import APPLIANCE, BURNS, STATE, THROTTLE
+from appliance.web.keys import APPLIANCE, BURNS, KEEPER, STATE, THROTTLE
 from appliance.web.routes import ROUTES
 from appliance.web.security import (CookieStorage, LoginThrottle, WebState, load_or_create_key,
                                     security_headers, security_middleware)
-from appliance.web.views import admin
+from appliance.web.views import admin, devices
 from appliance.web.views.board import STREAMS, Streams, close_streams
 from appliance.burner.jobs import BurnService
 
@@ -82,6 +84,7 @@ def make_app(appliance: "Appliance") -> web.Application:
             state.access[(added.resource, route.method)] = route.access
         state.names[route.name] = route.access
     app.on_startup.append(_startup)
+    app.on_cleanup.append(_stop_keeper)
     app.on_shutdown.append(close_streams)
     app.on_shutdown.append(_stop_burns)
     app.on_response_prepare.append(security_headers)
@@ -92,6 +95,16 @@ async def _startup(app: web.Application) -> None:
     appliance = app[APPLIANCE]
     app[STATE].settings = await appliance.catalog.call(admin.load_settings)
     admin.apply_settings(app)
+    # the daily list of overdue and not-returned devices, kept at each end of the working day
+    app[KEEPER] = asyncio.create_task(devices.keep_daily_lists(appliance), name="deadline-lists")
+
+
+async def _stop_keeper(app: web.Application) -> None:
+    task = app.get(KEEPER)
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 async def _stop_burns(app: web.Application) -> None:

@@ -86,7 +86,11 @@ appliance_install() {
     install -d -m 755 "$mnt/etc/appliance"
     install -m 640 "$IMAGES_DIR/appliance/config.yaml" "$mnt/etc/appliance/config.yaml"
     install -m 644 "$IMAGES_DIR/appliance/appliance.service" "$mnt/etc/systemd/system/appliance.service"
-    in_chroot "$mnt" systemctl enable appliance.service >&2
+    install -m 644 "$IMAGES_DIR/appliance/appliance-verify.service" \
+        "$mnt/etc/systemd/system/appliance-verify.service"
+    install -m 644 "$IMAGES_DIR/appliance/appliance-verify.timer" \
+        "$mnt/etc/systemd/system/appliance-verify.timer"
+    in_chroot "$mnt" systemctl enable appliance.service appliance-verify.timer >&2
     cp "$mnt/opt/appliance/installed.txt" "$out/installed.txt"
 
     umount_tree "$mnt"

@@ -170,7 +170,7 @@ async def test_audit_chain_timer_rechecks_off_the_loop(app, monkeypatch):
 
 FAKE_ZFS = """#!/bin/sh
 case "$*" in
-  "get -H -p -o value available,used tank/evidence") printf '1000\\n9000\\n' ;;
+  "list -H -p -o available,used tank/evidence") printf '1000\\t9000\\n' ;;
   "list -H -p -o name,available,used -r tank/evidence")
     printf 'tank/evidence\\t1000\\t9000\\ntank/evidence/media\\t1000\\t8000\\ntank/evidence/catalog\\t1000\\t1000\\n' ;;
   "list -H -p -t snapshot -o userrefs -r tank/evidence") printf '1\\n1\\n0\\n2\\n' ;;

@@ -1,4 +1,6 @@
-// Small helpers for the pages: select-all and the selection count on the search results.
+// Small helpers for the pages (no inline scripts: the CSP forbids them).
+// Select-all and the selection count on the search results; print buttons; a confirmation
+// before forms marked data-confirm (purges, exports) are sent.
 (function () {
   "use strict";
   var all = document.getElementById("checkall");
@@ -11,4 +13,12 @@
   }
   if (all) all.addEventListener("change", function () { boxes.forEach(function (b) { b.checked = all.checked; }); update(); });
   boxes.forEach(function (b) { b.addEventListener("change", update); });
+  Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (b) {
+    b.addEventListener("click", function () { window.print(); });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (f) {
+    f.addEventListener("submit", function (e) {
+      if (!window.confirm(f.dataset.confirm)) e.preventDefault();
+    });
+  });
 })();

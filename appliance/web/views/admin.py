@@ -116,7 +116,18 @@ async def health_page(request: web.Request) -> web.Response:
         "space": space, "pool": app.vault_health, "backend": app.vault.backend, "verify": verify,
         "chain": chain, "counts": counts, "busy": app.busy_slots(), "version": __version__,
         "used_pct": round(100 * space.used_bytes / space.total_bytes) if space and space.total_bytes else 0,
+        "replication": _replication(app),
     })
+
+
+def _replication(app) -> dict:  # type: ignore[no-untyped-def]
+    from appliance.vault.replication import summary
+
+    replicator = getattr(app, "replicator", None)
+    if replicator is None:
+        return summary(None)
+    replicator.reload()
+    return summary(replicator.status)
 
 
 # -- accounts ------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from aiohttp import web
 from appliance.burner import MEDIA, form_document, render_html, render_pdf
 from appliance.burner.media import human_bytes
 from appliance.catalog import audit
-from appliance.catalog import cases as cases_db
 from appliance.errors import ApplianceError
-from appliance.burner.jobs import BurnChanged, disc_for_form, selection
+from appliance.burner.jobs import BurnChanged, BurnRequestError, disc_for_form, selection
+from appliance.catalog import confidentiality as conf
+from appliance.web.views.recordings import cleared_for, visible_cases
 from appliance.web.keys import APPLIANCE, BURNS, USER
 from appliance.web.render import int_param, render
 from appliance.web.views.board import STREAMS
@@ -24,9 +25,32 @@ def _ids(values: list[str]) -> list[int]:
     return [n for n in (int_param(str(v)) for v in values) if n is not None][:20000]
 
 
+async def check_selection(request: web.Request, recording_ids: list[int]) -> None:
+    """Refuse a burn of recordings the user may not see (art. 3) or whose files were purged."""
+    app = request.app[APPLIANCE]
+    user = request[USER]
+
+    def work(conn):  # type: ignore[no-untyped-def]
+        hidden = conf.withheld(conn, recording_ids, cleared_for(conn, user))
+        if hidden:
+            return f"recording {min(hidden)}: not visible to you"
+        for start in range(0, len(recording_ids), 500):
+            chunk = recording_ids[start:start + 500]
+            purged = conn.execute(f"SELECT MIN(id) FROM recordings WHERE purged_at IS NOT NULL AND id IN"
+                                  f" ({','.join('?' * len(chunk))})", chunk).fetchone()[0]
+            if purged:
+                return f"recording {purged} was purged under the retention rules"
+        return None
+
+    problem = await app.catalog.call(work)
+    if problem:
+        raise BurnRequestError(problem)
+
+
 async def _choices(request: web.Request) -> dict:
     app = request.app[APPLIANCE]
-    cases = await app.catalog.call(cases_db.list_cases, limit=300)
+    user = request[USER]
+    cases = await app.catalog.call(lambda conn: visible_cases(conn, cleared_for(conn, user), limit=300))
     return {"cases": cases, "media": list(MEDIA.values()), "drives": request.app[BURNS].drives()}
 
 
@@ -51,6 +75,7 @@ async def plan_page(request: web.Request) -> web.Response:
     try:
         recs = await app.catalog.call(selection, app.vault.root, case_id=case_id,
                                       recording_ids=[] if case_id else rids)
+        await check_selection(request, [r.recording_id for r in recs])
         plan = burns.plan(recs, medium_key, 0)
     except ApplianceError as exc:
         ctx["error"] = str(exc)
@@ -65,7 +90,11 @@ async def start(request: web.Request) -> web.Response:
     form = await request.post()
     rids = _ids(form.getall("rid", []))
     case_id = int_param(str(form.get("case", "")))
+    app = request.app[APPLIANCE]
     try:
+        recs = await app.catalog.call(selection, app.vault.root, case_id=case_id,
+                                      recording_ids=[] if case_id else rids)
+        await check_selection(request, [r.recording_id for r in recs])
         job_id = await burns.start(case_id=case_id, recording_ids=[] if case_id else rids,
                                    medium_key=str(form.get("medium", "")), drive=str(form.get("drive", "")),
                                    actor=user.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from appliance.catalog import audit
 from appliance.catalog import cases as cases_db
+from appliance.catalog import confidentiality as conf
 from appliance.catalog import search as search_db
 from appliance.errors import ApplianceError, VaultError
 from appliance.timeutil import iso
@@ -59,6 +61,18 @@ def _cursor(text: str | None) -> tuple[str, int] | None:
     return (at, n) if n is not None else None
 
 
+def cleared_for(conn, user) -> frozenset[str]:  # type: ignore[no-untyped-def]
+    """The confidentiality marks (art. 3) this account is cleared for."""
+    return conf.clearance(conn, user.id, user.role)
+
+
+def visible_cases(conn, cleared: frozenset[str], **kwargs) -> list:  # type: ignore[no-untyped-def]
+    """Cases whose marks ``cleared`` covers (the others are not listed at all)."""
+    found = cases_db.list_cases(conn, **kwargs)
+    marks = conf.case_marks(conn, [c.id for c in found])
+    return [c for c in found if not marks[c.id] - cleared]
+
+
 def parse_query(request: web.Request) -> tuple[search_db.Query, dict]:
     """The search form's fields → a catalog query (and the fields as given, for the form)."""
     app = request.app[APPLIANCE]
@@ -89,21 +103,24 @@ async def search_page(request: web.Request) -> web.Response:
     query, form = parse_query(request)
 
     def work(conn):  # type: ignore[no-untyped-def]
-        page = search_db.search(conn, query)
-        labels = cases_db.labels(conn, [r["id"] for r in page.rows])
+        cleared = cleared_for(conn, user)
+        page = search_db.search(conn, replace(query, cleared=cleared))
+        ids = [r["id"] for r in page.rows]
+        labels = cases_db.labels(conn, ids)
         filters = {k: v for k, v in form.items() if v}
-        audit.append(conn, user.name, "recording.search", "", {"filters": filters, "rows": len(page.rows),
-                                                               "page": bool(query.cursor)})
+        audit.append(conn, user.name, "recording.search", "", {
+            "filters": filters, "rows": len(page.rows), "page": bool(query.cursor),
+            "withheld_marks": sorted(set(conf.MARKS) - cleared)})
         choices = {
             "officers": search_db.officers(conn) if user.role != "officer" else [],
             "devices": search_db.device_serials(conn) if user.role != "officer" else [],
-            "cases": cases_db.list_cases(conn, limit=300),
+            "cases": visible_cases(conn, cleared, limit=300),
             "categories": cases_db.categories(conn),
             "tags": cases_db.tag_names(conn),
         }
-        return page, labels, choices
+        return page, labels, choices, conf.marks_of(conn, ids)
 
-    page, labels, choices = await app.catalog.call(work)
+    page, labels, choices, marks = await app.catalog.call(work)
     next_url = None
     if page.next_cursor:
         params = {k: v for k, v in form.items() if v}
@@ -111,16 +128,20 @@ async def search_page(request: web.Request) -> web.Response:
         next_url = "/recordings?" + urlencode(params)
     first_url = "/recordings?" + urlencode({k: v for k, v in form.items() if v})
     return await render(request, "recordings.html", {
-        "rows": page.rows, "labels": labels, "form": form, "choices": choices, "next_url": next_url,
+        "rows": page.rows, "labels": labels, "marks": marks, "form": form, "choices": choices,
+        "next_url": next_url, "mark_names": conf.MARKS,
         "first_url": first_url, "paged": query.cursor is not None,
         "open_cases": [c for c in choices["cases"] if c.status == "open"],
         "tagged": int_param(request.query.get("tagged")),
     })
 
 
-async def _load(request: web.Request, work) -> object:  # type: ignore[no-untyped-def]
-    """Run ``work(conn, rid)`` for a recording this user may see; 404 otherwise (also for an
-    officer asking for someone else's recording: its existence is not confirmed)."""
+async def _load(request: web.Request, work, what: str) -> object:  # type: ignore[no-untyped-def]
+    """Run ``work(conn, rid, found, marks)`` for a recording this user may see; 404 otherwise:
+    also for an officer asking for someone else's recording, and for a recording under a
+    confidentiality mark (art. 3) the user is not cleared for (its existence is not
+    confirmed). The recording page, playing and downloading all come through here: the one
+    check of who may see a recording, every refusal audited."""
     app = request.app[APPLIANCE]
     user = request[USER]
     rid = int_param(request.match_info["rid"])
@@ -132,9 +153,15 @@ async def _load(request: web.Request, work) -> object:  # type: ignore[no-untype
         if found is None:
             return None
         if user.role == "officer" and (user.officer_id is None or found[2] != user.officer_id):
-            audit.append(conn, user.name, "recording.refused", str(rid), {"ip": client_ip(request)})
+            audit.append(conn, user.name, "recording.refused", str(rid), {"ip": client_ip(request), "what": what})
             return None
-        return work(conn, rid, found)
+        marks = conf.marks_of(conn, [rid])[rid]
+        missing = marks - cleared_for(conn, user)
+        if missing:
+            audit.append(conn, user.name, "recording.refused-confidential", str(rid),
+                         {"ip": client_ip(request), "what": what, "marks": sorted(missing)})
+            return None
+        return work(conn, rid, found, sorted(marks))
 
     result = await app.catalog.call(guarded)
     if result is None:
@@ -145,17 +172,21 @@ async def _load(request: web.Request, work) -> object:  # type: ignore[no-untype
 async def recording_page(request: web.Request) -> web.Response:
     user = request[USER]
 
-    def work(conn, rid, _found):  # type: ignore[no-untyped-def]
+    def work(conn, rid, _found, marks):  # type: ignore[no-untyped-def]
         rec = search_db.recording(conn, rid)
         labels = cases_db.labels(conn, [rid])[rid]
-        audit.append(conn, user.name, "recording.view", str(rid), {"file": rec["rel_path"],
-                                                                   "session": rec["session_id"]})
-        return rec, labels, cases_db.list_cases(conn, status="open", limit=300), cases_db.categories(conn)
+        audit.append(conn, user.name, "recording.view", str(rid), {
+            "file": rec["rel_path"], "session": rec["session_id"], **({"marks": marks} if marks else {})})
+        cleared = cleared_for(conn, user)
+        return (rec, labels, visible_cases(conn, cleared, status="open", limit=300), cases_db.categories(conn),
+                marks, conf.own_marks(conn, rid))
 
-    rec, labels, open_cases, categories = await _load(request, work)  # type: ignore[misc]
+    rec, labels, open_cases, categories, marks, own_marks = await _load(  # type: ignore[misc]
+        request, work, "view")
     media_type = _media_type(rec["rel_path"])
     return await render(request, "recording.html", {
         "rec": rec, "labels": labels, "open_cases": open_cases, "categories": categories,
+        "marks": marks, "own_marks": own_marks, "mark_names": conf.MARKS,
         "kind": media_type.split("/")[0], "media_type": media_type,
         "back": safe_next(request.query.get("back"), "/recordings"),
         "tagged": int_param(request.query.get("tagged")),
@@ -175,9 +206,11 @@ async def media(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     download = request.query.get("download") == "1"
 
-    def work(conn, rid, found):  # type: ignore[no-untyped-def]
-        vault_path, rel_path, _officer = found
-        details = {"file": rel_path, "ip": client_ip(request)}
+    def work(conn, rid, found, marks):  # type: ignore[no-untyped-def]
+        vault_path, rel_path, _officer, purged_at = found
+        if purged_at:
+            return "purged"
+        details = {"file": rel_path, "ip": client_ip(request), **({"marks": marks} if marks else {})}
         if download:
             audit.append(conn, user.name, "recording.download", str(rid), details)
         elif state.play_is_new(user.id, rid):
@@ -185,7 +218,10 @@ async def media(request: web.Request) -> web.StreamResponse:
                          {**details, "range": request.headers.get("Range", "")[:64]})
         return vault_path, rel_path
 
-    vault_path, rel_path = await _load(request, work)  # type: ignore[misc]
+    loaded = await _load(request, work, "download" if download else "play")
+    if loaded == "purged":
+        raise web.HTTPGone(text="the recording was purged under the retention rules; its record is kept")
+    vault_path, rel_path = loaded  # type: ignore[misc]
     try:
         path = app.vault.absolute(vault_path)
     except VaultError:
@@ -215,11 +251,63 @@ async def tag(request: web.Request) -> web.Response:
     tag_name = str(form.get("tag", "")).strip() or None
     back = safe_next(str(form.get("back", "")), "/recordings")
     t = i18n.translator(i18n.language(request))
+    def work(conn):  # type: ignore[no-untyped-def]
+        cleared = cleared_for(conn, user)
+        hidden = conf.withheld(conn, ids, cleared)
+        if hidden:
+            raise cases_db.CaseError(f"recording {min(hidden)}: not visible to you")
+        if case_id is not None and conf.case_withheld(conn, case_id, cleared):
+            raise cases_db.CaseError(f"case {case_id}: not visible to you")
+        return cases_db.tag_recordings(conn, ids, actor=user.name, case_id=case_id, category=category, tag=tag_name)
+
     try:
-        added = await app.catalog.call(cases_db.tag_recordings, ids, actor=user.name, case_id=case_id,
-                                       category=category, tag=tag_name)
+        added = await app.catalog.call(work)
     except ApplianceError as exc:
         return await render(request, "message.html", {"title": t("tag.failed"), "message": str(exc),
                                                       "back": back}, status=400)
     sep = "&" if "?" in back else "?"
     raise web.HTTPSeeOther(f"{back}{sep}tagged={added}")
+
+
+async def mark(request: web.Request) -> web.Response:
+    """Put a confidentiality mark (art. 3) on one or many recordings."""
+    app = request.app[APPLIANCE]
+    user = request[USER]
+    form = await request.post()
+    ids = [n for n in (int_param(str(v)) for v in form.getall("rid", [])) if n is not None]
+    back = safe_next(str(form.get("back", "")), "/recordings")
+    t = i18n.translator(i18n.language(request))
+
+    def work(conn):  # type: ignore[no-untyped-def]
+        return conf.mark_recordings(conn, ids, str(form.get("mark", "")), actor=user.name,
+                                    cleared=cleared_for(conn, user), reason=str(form.get("reason", "")).strip())
+
+    try:
+        added = await app.catalog.call(work)
+    except ApplianceError as exc:
+        return await render(request, "message.html", {"title": t("mark.failed"), "message": str(exc),
+                                                      "back": back}, status=400)
+    sep = "&" if "?" in back else "?"
+    raise web.HTTPSeeOther(f"{back}{sep}marked={added}")
+
+
+async def unmark(request: web.Request) -> web.Response:
+    """Take a recording's own mark off: only someone cleared for it, with a reason."""
+    app = request.app[APPLIANCE]
+    user = request[USER]
+    rid = int_param(request.match_info["rid"])
+    form = await request.post()
+    t = i18n.translator(i18n.language(request))
+    if rid is None:
+        raise web.HTTPNotFound()
+
+    def work(conn):  # type: ignore[no-untyped-def]
+        conf.unmark_recording(conn, rid, str(form.get("mark", "")), actor=user.name,
+                              cleared=cleared_for(conn, user), reason=str(form.get("reason", "")))
+
+    try:
+        await app.catalog.call(work)
+    except ApplianceError as exc:
+        return await render(request, "message.html", {"title": t("mark.failed"), "message": str(exc),
+                                                      "back": f"/recordings/{rid}"}, status=400)
+    raise web.HTTPSeeOther(f"/recordings/{rid}")

@@ -31,7 +31,19 @@ async def health(request: web.Request) -> web.Response:
                   "free_bytes": space.free_bytes if space else None},
         "busy": app.busy_slots(),
         "burning": request.app[BURNS].busy_drives,
+        "replication": _replication(app),
     })
+
+
+def _replication(app) -> dict:  # type: ignore[no-untyped-def]
+    """Replication to headquarters, in short (a run made by `appliance replicate --now` included)."""
+    from appliance.vault.replication import summary
+
+    replicator = getattr(app, "replicator", None)
+    if replicator is None:
+        return summary(None)
+    replicator.reload()
+    return summary(replicator.status)
 
 
 async def metrics(request: web.Request) -> web.Response:
