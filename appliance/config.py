@@ -420,6 +420,10 @@ class ReplicationConfig(_Model):
         return self
 
 
+class RetentionConfig(_Model):
+    months: int = Field(default=6, ge=6, le=1200)
+
+
 class Config(_Model):
     """The validated configuration, handed down to every part of the appliance."""
 
@@ -431,6 +435,7 @@ class Config(_Model):
     dock: DockConfig = DockConfig()
     ingest: IngestConfig = IngestConfig()
     burner: BurnerConfig = BurnerConfig()
+    retention: RetentionConfig = RetentionConfig()
     replication: ReplicationConfig = ReplicationConfig()
     profiles: list[CameraProfile] = Field(default_factory=lambda: [CameraProfile(name="generic")])
     source: Path | None = Field(default=None, exclude=True)

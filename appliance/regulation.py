@@ -2,8 +2,8 @@
 
 Each is read through a small function with a documented default, so that the workflows
 (:mod:`appliance.catalog.deadlines`, :mod:`appliance.catalog.retention`) never touch the
-configuration themselves. Where ``config.yaml`` does not (yet) have the key, the default
-applies:
+configuration themselves. ``config.yaml`` documents both keys; the defaults apply where a
+configuration object lacks them:
 
 =============================  ==========================  ===================================
 value                          configuration key           default
