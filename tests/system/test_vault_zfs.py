@@ -502,7 +502,8 @@ def test_unplugged_mid_copy_and_docked_again(guest: Guest, make_camera: Callable
     assert {k.removeprefix("files/"): v for k, v in stored.items() if k != "manifest.json"} == cam.media
     actions = guest.audit(session["id"])
     assert actions.count("session.start") == 1 and "session.interrupted" in actions
-    assert actions.index("session.interrupted") < actions.index("session.resume") < actions.index("session.done")
+    assert actions.index("session.interrupted") < actions.index("session.resume") \
+        < actions.index("session.done")
     no_partials(guest)
     undock(guest, 5)
     assert not any(is_media(rel) for rel in read_camera(cam.image))
@@ -530,9 +531,10 @@ def test_daemon_killed_mid_ingest_is_restarted_and_resumes(
     assert_sealed(guest, session)
     assert guest.recordings(session["id"]) == cam.media
     actions = guest.audit(session["id"])
-    assert actions.index("session.interrupted") < actions.index("session.resume") < actions.index("session.done")
-    interrupted = guest.sql("SELECT details FROM audit_log WHERE action = 'session.interrupted' AND subject = ?",
-                            session["id"])
+    assert actions.index("session.interrupted") < actions.index("session.resume") \
+        < actions.index("session.done")
+    interrupted = guest.sql("SELECT details FROM audit_log WHERE action = 'session.interrupted'"
+                            " AND subject = ?", session["id"])
     assert "daemon restarted during 'copying'" in interrupted[0]["details"]
     assert f"recovered session {session['id']}: copying -> interrupted" in guest.journal(300)
     no_partials(guest)
