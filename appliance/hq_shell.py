@@ -428,6 +428,9 @@ def _args(argv: list[str]) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     root, backup_name = _args(sys.argv[1:] if argv is None else argv)
     policy = Policy(root, backup_name)
+    # zfs is found where the system keeps it, whatever PATH the SSH session brought
+    # (sshd's AcceptEnv never passes this variable; the tests set it to find a fake zfs).
+    os.environ["PATH"] = os.environ.get("APPLIANCE_HQ_SHELL_PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     try:
         pipeline = split_pipeline(command)

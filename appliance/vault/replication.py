@@ -249,6 +249,10 @@ def autobackup_argv(config: Config, paths: Paths, executable: str | None = None,
         "--other-snapshots",
         # never send on what this machine itself received (a station is never a relay)
         "--exclude-received",
+        # a snapshot of every dataset in every run, changed or not: the newest snapshot common
+        # with HQ, which zfs-autobackup holds, is then always one of its own, never a session's
+        # (a held session snapshot could not be destroyed by an approved retention purge)
+        "--allow-empty",
         "--snapshot-format", SNAPSHOT_FORMAT,
         "--keep-source", r.keep_source,
         "--keep-target", r.keep_target,

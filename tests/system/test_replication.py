@@ -285,6 +285,11 @@ def test_an_ingested_session_arrives_at_hq_read_only_with_the_same_hashes(rig: V
     assert vm.ssh(f"zfs destroy {HQ}/media@{snap}", check=False).returncode != 0
     # The same files, with the same hashes, at HQ.
     assert hq_hashes(vm, f"{HQ}/media@{snap}", sid) == camera_media(cam)
+    # zfs-autobackup holds the newest snapshot it shares with HQ: one of its own (--allow-empty),
+    # so the session's snapshots carry only the evidence hold (a retention purge can release it).
+    for child in ("media", "quarantine", "catalog"):
+        tags = vm.ssh(f"zfs holds -H tank/evidence/{child}@{snap}").stdout.split("\t")[1::3]
+        assert [t.strip() for t in tags] == ["appliance-evidence"], (child, tags)
 
     # The station's key can do nothing but what zfs-autobackup needs.
     ssh = f"ssh -F {STATE}/ssh_config appliance-hq"

@@ -337,7 +337,7 @@ def test_autobackup_command_line(tmp_path):
     argv = rep.autobackup_argv(c, paths, "/venv/bin/zfs-autobackup")
     assert argv[0] == "/venv/bin/zfs-autobackup" and argv[-2:] == [STATION, "hq/stations/station"]
     joined = " ".join(argv)
-    for part in ("--utc", "--other-snapshots", "--exclude-received", "--strip-path 2",
+    for part in ("--utc", "--other-snapshots", "--exclude-received", "--allow-empty", "--strip-path 2",
                  "--keep-source 5,1d1w", "--keep-target 10,1d1w,1w1m,1m1y",
                  "--set-properties readonly=on,canmount=noauto", "--zfs-compressed",
                  "--compress zstd-fast", f"--ssh-config {paths.ssh_config}", "--ssh-target appliance-hq"):
@@ -712,7 +712,8 @@ def _run_shell(tmp_path, command, zfs_script, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     _script(bin_dir / "zfs", zfs_script)
-    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "SSH_ORIGINAL_COMMAND": command}
+    env = {**os.environ, "PATH": "/nowhere", "APPLIANCE_HQ_SHELL_PATH": f"{bin_dir}:/usr/bin:/bin",
+           "SSH_ORIGINAL_COMMAND": command}
     return subprocess.run([sys.executable, "-I", "-S", hq_shell.__file__, "--root", "hq/stations/st01",
                            "--backup-name", "st01"], env=env, capture_output=True, text=True,
                           input="stream", timeout=60)
