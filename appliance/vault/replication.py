@@ -70,6 +70,7 @@ MAX_LOG_LINES = 20000
 CLOCK_TOLERANCE_S = 300
 CLOCK_WARNING = "the station clock is"
 START_DELAY_S = 60.0  # the first run after the daemon starts, at the soonest
+RELOAD_EVERY_S = 5.0  # how soon the daemon's status and metrics show a run the CLI made
 
 # Kinds of failure, each with what it means for the operator.
 OK = "ok"
@@ -1123,8 +1124,8 @@ class Replicator:
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(delay, 30.0))
-                self.reload()
+                    await asyncio.wait_for(self._wake.wait(), min(delay, RELOAD_EVERY_S))
+                self.reload()  # a run `appliance replicate --now` made: status and metrics
                 continue
             reason = self.schedule.reason(now)
             self.schedule.run_started(now)
