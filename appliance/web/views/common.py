@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from appliance.catalog.approvals import ApprovalError
+from aiohttp import web
+
+from appliance.catalog import approvals
+from appliance.catalog.approvals import ApprovalError, SelfApproval
+from appliance.errors import ApplianceError
+from appliance.web.keys import APPLIANCE, USER
+from appliance.web.render import int_param
+
+Detail = Callable[[web.Request, str, int], Awaitable[web.StreamResponse]]
 
 
 def decision_of(form) -> bool:  # type: ignore[no-untyped-def]
@@ -23,3 +32,29 @@ def local_datetime(text: str, tz: str, what: str = "time") -> datetime:
     except ValueError:
         raise ApprovalError(f"{what}: {text!r} is not a date and time like 2026-11-27 08:15") from None
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
+
+
+async def decide_request(request: web.Request, decide: Callable[..., object], key: str,
+                         detail: Detail, url: str, **fields: str) -> web.Response:
+    """Approve or refuse one request (exception, release, judicial access, purge list).
+
+    ``decide(conn, id, actor=, approve=, reason=, **fields)`` is the register's own catalog
+    function; ``fields`` names extra form fields it takes. A requester deciding their own
+    request is refused and the attempt audited; any other refusal is shown on the page.
+    """
+    app = request.app[APPLIANCE]
+    user = request[USER]
+    rid = int_param(request.match_info[key])
+    if rid is None:
+        raise web.HTTPNotFound()
+    form = await request.post()
+    extra = {name: str(form.get(name, "")) for name in fields}
+    try:
+        await app.catalog.call(decide, rid, actor=user.name, approve=decision_of(form),
+                               reason=str(form.get("reason", "")), **extra)
+    except SelfApproval as exc:
+        await app.catalog.call(approvals.record_refusal, user.name, exc)
+        return await detail(request, str(exc), 403)
+    except ApplianceError as exc:
+        return await detail(request, str(exc), 400)
+    raise web.HTTPSeeOther(url.format(rid))

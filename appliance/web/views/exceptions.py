@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance.catalog import approvals
 from appliance.catalog import exceptions as exceptions_db
-from appliance.catalog.approvals import SelfApproval
 from appliance.errors import ApplianceError
 from appliance.web.keys import APPLIANCE, USER
 from appliance.web.render import int_param, render
-from appliance.web.views.common import decision_of, local_datetime
+from appliance.web.views.common import decide_request, local_datetime
 from appliance.web.views.recordings import cleared_for, visible_cases
 
 FIELDS = ("occurred_at", "place", "officers", "case", "reason_kind", "reason", "onsite_approver")
@@ -59,18 +57,4 @@ async def detail(request: web.Request, error: str | None = None, status: int = 2
 
 
 async def decide(request: web.Request) -> web.Response:
-    app = request.app[APPLIANCE]
-    user = request[USER]
-    eid = int_param(request.match_info["eid"])
-    if eid is None:
-        raise web.HTTPNotFound()
-    form = await request.post()
-    try:
-        await app.catalog.call(exceptions_db.decide, eid, actor=user.name, approve=decision_of(form),
-                               reason=str(form.get("reason", "")), capacity=str(form.get("capacity", "")))
-    except SelfApproval as exc:
-        await app.catalog.call(approvals.record_refusal, user.name, exc)
-        return await detail(request, str(exc), 403)
-    except ApplianceError as exc:
-        return await detail(request, str(exc), 400)
-    raise web.HTTPSeeOther(f"/exceptions/{eid}")
+    return await decide_request(request, exceptions_db.decide, "eid", detail, "/exceptions/{}", capacity="capacity")

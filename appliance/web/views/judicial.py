@@ -12,13 +12,12 @@ from aiohttp import web
 from appliance.catalog import approvals, audit
 from appliance.catalog import confidentiality as conf
 from appliance.catalog import judicial as judicial_db
-from appliance.catalog.approvals import SelfApproval
 from appliance.errors import ApplianceError
 from appliance.timeutil import iso
 from appliance.web import i18n, tables
 from appliance.web.keys import APPLIANCE, USER
 from appliance.web.render import int_param, render
-from appliance.web.views.common import decision_of, local_datetime
+from appliance.web.views.common import decide_request, local_datetime
 from appliance.web.views.recordings import cleared_for, visible_cases
 
 NEW_FIELDS = ("authority_kind", "authority", "letter_ref", "purpose")
@@ -109,21 +108,7 @@ async def detail(request: web.Request, error: str | None = None, status: int = 2
 
 
 async def decide(request: web.Request) -> web.Response:
-    app = request.app[APPLIANCE]
-    user = request[USER]
-    jid = int_param(request.match_info["jid"])
-    if jid is None:
-        raise web.HTTPNotFound()
-    form = await request.post()
-    try:
-        await app.catalog.call(judicial_db.decide, jid, actor=user.name, approve=decision_of(form),
-                               reason=str(form.get("reason", "")))
-    except SelfApproval as exc:
-        await app.catalog.call(approvals.record_refusal, user.name, exc)
-        return await detail(request, str(exc), 403)
-    except ApplianceError as exc:
-        return await detail(request, str(exc), 400)
-    raise web.HTTPSeeOther(f"/judicial/{jid}")
+    return await decide_request(request, judicial_db.decide, "jid", detail, "/judicial/{}")
 
 
 async def register_access(request: web.Request) -> web.Response:

@@ -10,13 +10,12 @@ from appliance.burner import MEDIA
 from appliance.catalog import approvals, audit
 from appliance.catalog import confidentiality as conf
 from appliance.catalog import releases as releases_db
-from appliance.catalog.approvals import SelfApproval
 from appliance.errors import ApplianceError
 from appliance.vault.export import write_package
 from appliance.web.keys import APPLIANCE, BURNS, USER
 from appliance.web.render import int_param, render
 from appliance.web.security import client_ip
-from appliance.web.views.common import decision_of
+from appliance.web.views.common import decide_request
 from appliance.web.views.recordings import cleared_for, visible_cases
 
 EXPORTS = "exports"
@@ -108,21 +107,7 @@ async def detail(request: web.Request, error: str | None = None, status: int = 2
 
 
 async def decide(request: web.Request) -> web.Response:
-    app = request.app[APPLIANCE]
-    user = request[USER]
-    lid = int_param(request.match_info["lid"])
-    if lid is None:
-        raise web.HTTPNotFound()
-    form = await request.post()
-    try:
-        await app.catalog.call(releases_db.decide, lid, actor=user.name, approve=decision_of(form),
-                               reason=str(form.get("reason", "")))
-    except SelfApproval as exc:
-        await app.catalog.call(approvals.record_refusal, user.name, exc)
-        return await detail(request, str(exc), 403)
-    except ApplianceError as exc:
-        return await detail(request, str(exc), 400)
-    raise web.HTTPSeeOther(f"/releases/{lid}")
+    return await decide_request(request, releases_db.decide, "lid", detail, "/releases/{}")
 
 
 async def export(request: web.Request) -> web.Response:

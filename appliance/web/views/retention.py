@@ -9,13 +9,12 @@ from aiohttp import web
 from appliance.catalog import approvals
 from appliance.catalog import confidentiality as conf
 from appliance.catalog import retention as retention_db
-from appliance.catalog.approvals import SelfApproval
 from appliance.errors import ApplianceError
 from appliance.regulation import retention_months
 from appliance.timeutil import iso, utcnow
 from appliance.web.keys import APPLIANCE, USER
 from appliance.web.render import int_param, render
-from appliance.web.views.common import decision_of
+from appliance.web.views.common import decide_request
 from appliance.web.views.recordings import cleared_for
 
 SHOWN = 1000
@@ -73,21 +72,7 @@ async def detail(request: web.Request, error: str | None = None, status: int = 2
 
 
 async def decide(request: web.Request) -> web.Response:
-    app = request.app[APPLIANCE]
-    user = request[USER]
-    pid = int_param(request.match_info["pid"])
-    if pid is None:
-        raise web.HTTPNotFound()
-    form = await request.post()
-    try:
-        await app.catalog.call(retention_db.decide, pid, actor=user.name, approve=decision_of(form),
-                               reason=str(form.get("reason", "")))
-    except SelfApproval as exc:
-        await app.catalog.call(approvals.record_refusal, user.name, exc)
-        return await detail(request, str(exc), 403)
-    except ApplianceError as exc:
-        return await detail(request, str(exc), 400)
-    raise web.HTTPSeeOther(f"/retention/{pid}")
+    return await decide_request(request, retention_db.decide, "pid", detail, "/retention/{}")
 
 
 async def execute(request: web.Request) -> web.Response:
