@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from appliance.config import parse_config
+from appliance.vault.base import open_folders
 
 TARGET_P95_MS = 100.0
 OFFICERS = 200
@@ -254,10 +255,5 @@ def run_bench(*, recordings: int = 1_000_000, queries: int = 40, workdir: Path |
 
 
 def _rmtree(path: Path) -> None:
-    for root, dirs, _files in os.walk(path):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(root, d), 0o755)
-            except OSError:
-                pass
+    open_folders(path)  # the vault closes committed folders
     shutil.rmtree(path, ignore_errors=True)

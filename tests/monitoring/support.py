@@ -19,6 +19,8 @@ from typing import TypeVar
 import pytest
 import yaml
 
+from appliance.vault.base import open_folders
+
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 PYTHON = sys.executable
@@ -75,14 +77,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(10)
 
 
-def chmod_writable(root: Path) -> None:
-    """The vault makes committed folders read-only; let pytest clean up."""
-    for dirpath, dirs, _files in os.walk(root):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(dirpath, d), 0o755)
-            except OSError:
-                pass
 
 
 def make_camera(folder: Path, serial: str, files: int = 3, size: int = 200_000) -> Path:
@@ -146,7 +140,7 @@ class ApplianceProcess:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
-        chmod_writable(self.root)
+        open_folders(self.root)
 
 
 class Prometheus:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.daemon import Appliance
-from tests.monitoring.support import chmod_writable
+from appliance.vault.base import open_folders
 from tests.support.appliance import make_config
 
 TOKEN = "s3cret-token-for-hq-prometheus-0123"
@@ -32,7 +32,7 @@ async def running(tmp_path):
     yield start
     for appliance in started:
         await appliance.stop()
-    chmod_writable(tmp_path)
+    open_folders(tmp_path)
 
 
 async def test_bearer_token_on_the_metrics_listener(running, tmp_path):

@@ -20,7 +20,8 @@ import urllib.parse
 
 import pytest
 
-from tests.monitoring.support import (MONITORING, PYTHON, ROOT, ApplianceProcess, Prometheus, chmod_writable,
+from appliance.vault.base import open_folders
+from tests.monitoring.support import (MONITORING, PYTHON, ROOT, ApplianceProcess, Prometheus,
                                       free_port, http_get, make_camera, stop_process, tool, wait_until)
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def stack(tmp_path_factory):
             s.prometheus.stop()
         s.full.stop()
         stop_process(s.demo)
-        chmod_writable(root)
+        open_folders(root)
 
 
 def _scrape_demo_while_it_ingests(port: int, log) -> tuple[list[bytes], int]:

@@ -4,8 +4,9 @@ server, an account of every role, and two recordings of different officers."""
 import pytest
 
 from appliance.daemon import Appliance
+from appliance.vault.base import open_folders
 from tests.support.appliance import Harness, make_config
-from tests.web.support import add_accounts, chmod_tree_writable, seed_recording, start_web
+from tests.web.support import add_accounts, seed_recording, start_web
 
 
 @pytest.fixture
@@ -23,4 +24,4 @@ async def web(tmp_path):
         await env.close()
         await env.server.close()
         await appliance.stop()
-        chmod_tree_writable(tmp_path)
+        open_folders(tmp_path)

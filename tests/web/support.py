@@ -119,10 +119,3 @@ async def start_web(appliance: Appliance) -> WebEnv:
     return WebEnv(appliance, server)
 
 
-def chmod_tree_writable(root: Path) -> None:
-    for r, dirs, _ in os.walk(root):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(r, d), 0o755)
-            except OSError:
-                pass

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from appliance.daemon import Appliance
+from appliance.vault.base import open_folders
 from appliance.demo.cameras import CameraSpec, build_camera_dir
 from appliance.web.keys import BURNS
 from tests.support.appliance import Harness, make_config
-from tests.web.support import PASSWORD, add_accounts, chmod_tree_writable
+from tests.web.support import PASSWORD, add_accounts
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).parents[2] / "test-output" / "screenshots"
@@ -50,7 +51,7 @@ async def station(tmp_path):
         finally:
             await browser.close()
             await appliance.stop()
-            chmod_tree_writable(tmp_path)
+            open_folders(tmp_path)
 
 
 def _camera(tmp_path: Path, serial: str, officer: str, clips: int = 3) -> Path:

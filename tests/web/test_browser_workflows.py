@@ -14,8 +14,9 @@ import zipfile
 import pytest
 
 from appliance.daemon import Appliance
+from appliance.vault.base import open_folders
 from tests.support.appliance import Harness, make_config
-from tests.web.support import PASSWORD, add_accounts, chmod_tree_writable
+from tests.web.support import PASSWORD, add_accounts
 from tests.web.test_browser import ARGS, CHROMIUM, _camera, _shot, playwright_api
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,7 +40,7 @@ async def station(tmp_path):
         finally:
             await browser.close()
             await appliance.stop()
-            chmod_tree_writable(tmp_path)
+            open_folders(tmp_path)
 
 
 async def _user(browser, base: str, name: str):
