@@ -91,7 +91,10 @@ def _copy_and_hash(
     except OSError as exc:
         raise _source_error(src, exc) from exc
     try:
-        before = os.fstat(src_fd)
+        try:
+            before = os.fstat(src_fd)
+        except OSError as exc:
+            raise _source_error(src, exc) from exc
         dst_fd = _open_for_write(temp)
         try:
             total = _pump(src, src_fd, dst_fd, hasher, block_size, progress)

@@ -120,3 +120,25 @@ def test_write_file_atomic_and_remove_partials(tmp_path):
     leftover.write_bytes(b"half")
     assert remove_partials(tmp_path) == [leftover]
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("mode", ["eio", "enodev"])
+def test_camera_pulled_right_after_open_is_a_source_error(tmp_path, fault_fs, monkeypatch, mode):
+    """The camera goes between ``open`` and the first ``fstat``: a read error, never a crash."""
+    src = _src(tmp_path, os.urandom(300_000))
+    fs = fault_fs(src.parent)
+    real_open = os.open
+
+    def open_then_pull(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path).startswith(str(fs.path)):
+            fs.unplug(mode)
+        return fd
+
+    monkeypatch.setattr(copier.os, "open", open_then_pull)
+    with pytest.raises(SourceReadError, match="clip.mp4"):
+        copy_verified(fs.path / src.name, tmp_path / "out", ["sha256"])
+    monkeypatch.undo()
+    fs.plug()
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.glob(PARTIAL_PREFIX + "*")) == []
