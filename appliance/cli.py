@@ -34,8 +34,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _catalog(config: Config):  # type: ignore[no-untyped-def]
+    """The catalog, in a vault made ready first: on ZFS the catalog has its own dataset, and a
+    command run before the daemon's first start would otherwise create the file in the
+    parent's folder, hidden later by the child's mount and covered by no snapshot."""
     from appliance.catalog.db import Catalog
+    from appliance.vault import open_vault
 
+    open_vault(config).prepare()
     return Catalog(config.catalog_path)
 
 

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 MAX_RECORDINGS = 20_000
 PSEUDO_DIR = "pseudo-drives"
 PSEUDO_DISCS = "pseudo-discs"
-WORK_DIR = "burn-work"
 
 
 class BurnRequestError(ApplianceError):
@@ -187,6 +186,22 @@ def _set_job(conn: sqlite3.Connection, job_id: int, actor: str, state: str, erro
         audit.append(conn, actor, f"burn.{state}", set_id, {"job": job_id, "error": error})
 
 
+INTERRUPTED = "设备重启，刻录中断，请重新刻录 / interrupted by a restart of the appliance: burn again"
+
+
+def fail_interrupted_jobs(conn: sqlite3.Connection, actor: str) -> list[str]:
+    """At start-up, no job is running: any the catalog still shows as queued or running was cut
+    off by a crash, a power cut or a restart. Mark it and its unfinished disc failed (audited)
+    so the register never shows a burn that will not finish; returns the set ids."""
+    jobs = conn.execute("SELECT id, set_id FROM burn_jobs WHERE state IN ('queued', 'running')").fetchall()
+    for job_id, _set_id in jobs:
+        for (disc_id,) in conn.execute("SELECT id FROM discs WHERE job_id = ? AND state IN"
+                                       " ('building', 'burning', 'written')", (job_id,)).fetchall():
+            _set_disc(conn, disc_id, actor, "failed", error=INTERRUPTED)
+        _set_job(conn, job_id, actor, "failed", INTERRUPTED)
+    return [set_id for _id, set_id in jobs]
+
+
 def disc_for_form(conn: sqlite3.Connection, disc_id: int, vault_root: Path
                   ) -> tuple[PlannedDisc, dict[str, RecordSession], dict] | None:
     """A registered disc rebuilt as the burner's PlannedDisc, to print its record form."""
@@ -222,6 +237,13 @@ class BurnService:
     @property
     def state_dir(self) -> Path:
         return self.appliance.config.state_dir
+
+    async def recover(self) -> None:
+        """Before the first job: close the jobs a restart cut off and remove their images."""
+        stale = await self.appliance.catalog.call(fail_interrupted_jobs, "system")
+        if stale:
+            log.warning("burn jobs interrupted by a restart, marked failed: %s", ", ".join(stale))
+        await asyncio.to_thread(_remove_images, self.appliance.vault.discs)
 
     def drives(self) -> list[str]:
         """The configured drives (else every drive the kernel shows), then the enabled pseudo-drives."""
@@ -298,7 +320,7 @@ class BurnService:
         catalog = self.appliance.catalog
         config = self.appliance.config
         metrics = self.appliance.metrics
-        work = self.state_dir / WORK_DIR
+        work = self.appliance.vault.discs
         actor_sys = f"{actor} (burn)"
         try:
             await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
@@ -387,3 +409,10 @@ class BurnService:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+def _remove_images(folder: Path) -> None:
+    """Scratch images left by a job that did not finish (none is running at start-up)."""
+    if folder.is_dir():
+        for image in folder.glob("*.iso"):
+            image.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ The rest of the appliance never asks which backend it has.
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import VaultError
 from appliance.vault.copier import fsync_dir
+from appliance.vault.layout import DISCS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Vault(ABC):
     """Where evidence lives."""
 
     backend: str = "abstract"
+    #: Whether every committed session gets a snapshot (so a session without one is a problem).
+    snapshots: bool = False
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -45,13 +51,29 @@ class Vault(ABC):
     def health(self) -> str:
         """``ONLINE`` when healthy, else the backend's own word for what is wrong."""
 
+    def snapshot_states(self, snapshot: str) -> dict[str, str]:
+        """``held``, ``not held`` or ``missing`` for each snapshot taken at the seal of the
+        session that ``snapshot`` names (backends with snapshots override this)."""
+        return {snapshot: "missing"}
+
     def snapshot_state(self, snapshot: str) -> str:
-        """``held``, ``not held`` or ``missing`` (backends with snapshots override this)."""
-        return "missing"
+        """``held``, ``not held`` or ``missing``: the worst of the session's snapshots."""
+        try:
+            states = set(self.snapshot_states(snapshot).values())
+        except VaultError as exc:
+            log.warning("snapshot state of %s unknown: %s", snapshot, exc)
+            return "missing"
+        return "missing" if "missing" in states else "not held" if "not held" in states else "held"
 
     def snapshot_path(self, snapshot: str, relative: str) -> Path | None:
         """Where a vault-relative file is seen inside a snapshot; None without snapshots."""
         return None
+
+    @property
+    def discs(self) -> Path:
+        """Where disc images are built: scratch, in the vault (its own dataset on ZFS, never
+        snapshotted nor replicated) because an image is as large as the disc."""
+        return self.root / DISCS
 
     def space(self) -> VaultSpace:
         """Free and used bytes where the media is stored."""

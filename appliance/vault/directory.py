@@ -12,13 +12,14 @@ from pathlib import Path
 
 from appliance.errors import VaultError
 from appliance.vault.base import Vault, close_folders
+from appliance.vault.layout import CATALOG, DISCS, MEDIA, QUARANTINE
 
 
 class DirectoryVault(Vault):
     backend = "directory"
 
     def prepare(self) -> None:
-        for sub in ("media", "quarantine", "catalog"):
+        for sub in (MEDIA, QUARANTINE, CATALOG, DISCS):
             try:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -4,6 +4,7 @@
     <vault>/media/YYYY/MM/DD/<device>/<session>/files/<original relative path>
     <vault>/quarantine/YYYY/MM/DD/<device>/<session>/...   (unknown cameras)
     <vault>/catalog/catalog.sqlite
+    <vault>/discs/<label>.iso                               (disc images being built: scratch)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from appliance.timeutil import local
 
 MANIFEST = "manifest.json"
+#: The vault's top folders (on ZFS, one child dataset each).
+MEDIA, QUARANTINE, CATALOG, DISCS = "media", "quarantine", "catalog", "discs"
 FILES = "files"
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -91,7 +91,7 @@ def _verify_session(catalog: Catalog, vault: Vault, s: dict, report: VerifyRepor
     snapshot = s["snapshot"] if not released else None
     if snapshot:
         snapshot = _check_snapshots(vault, snapshot, report)
-    elif not released and vault.backend == "zfs":
+    elif not released and vault.snapshots:
         # Committed but never sealed (the seal failed, or a crash came between the two).
         report.problems.append(Problem("snapshot", s["vault_dir"], f"session {s['id']} has no snapshot"))
     for r in recordings:
@@ -106,10 +106,8 @@ def _verify_session(catalog: Catalog, vault: Vault, s: dict, report: VerifyRepor
 def _check_snapshots(vault: Vault, snapshot: str, report: VerifyReport) -> str | None:
     """Report every snapshot of the session that is gone or not held; return the snapshot to
     compare the live files with, or None when one of them is gone."""
-    # The zfs backend knows each of the session's snapshots (media, quarantine, catalog).
-    states_of = getattr(vault, "snapshot_states", None)
     try:
-        states = states_of(snapshot) if states_of else {snapshot: vault.snapshot_state(snapshot)}
+        states = vault.snapshot_states(snapshot)
     except VaultError as exc:
         report.problems.append(Problem("snapshot", snapshot, f"cannot be checked: {exc}"))
         return None

@@ -3,10 +3,19 @@
 Layout under the parent dataset from the config (created by Ansible or the operator,
 never by the daemon; the daemon only creates its children):
 
-    <parent>/media       recordsize=1M, compression=off (media is compressed already)
+    <parent>             readonly=on: only the children are written; a child that failed to
+                         mount can never have evidence written into the parent's folder
+    <parent>/media       recordsize=1M, compression=off (media is compressed already),
+                         primarycache=metadata (see below)
     <parent>/quarantine  as media: unknown cameras
     <parent>/catalog     recordsize=16K for SQLite pages, lz4
     <parent>/discs       disc images being built; not replicated, not snapshotted
+
+Media is written once and read rarely (playback, a disc, the weekly verify), so the ARC
+keeps only its metadata: recordings do not push the catalog out of memory, and what
+``appliance verify`` re-hashes comes from the disks, not from a cached copy. (OpenZFS 2.1
+takes O_DIRECT but still caches; the copier's read-back right after the write may be served
+from memory, which is why the weekly verify is the check of the disks.)
 
 Every committed session gets one atomic snapshot of media, quarantine and catalog
 (``@ingest-<session>``) with a hold, so neither the files nor the catalog state that
@@ -57,16 +66,17 @@ def children(backup_name: str) -> list[Child]:
     """The child datasets and their properties; ``autobackup:<name>`` marks what HQ receives."""
     # utf8only: the vault keeps only valid UTF-8 names (a camera name with invalid bytes gets
     # visible \xNN escapes, see appliance.dock.session); ZFS then refuses anything else.
-    media = {"recordsize": "1M", "compression": "off", "atime": "off", "xattr": "sa",
-             "exec": "off", "setuid": "off", "devices": "off", "utf8only": "on",
-             f"autobackup:{backup_name}": "true"}
+    # readonly=off is set on each child: the parent is readonly=on and children inherit.
+    media = {"readonly": "off", "recordsize": "1M", "compression": "off", "primarycache": "metadata",
+             "atime": "off", "xattr": "sa", "exec": "off", "setuid": "off", "devices": "off",
+             "utf8only": "on", f"autobackup:{backup_name}": "true"}
     return [
         Child("media", media, True),
         Child("quarantine", media, True),
-        Child("catalog", {"recordsize": "16K", "compression": "lz4", "atime": "off",
+        Child("catalog", {"readonly": "off", "recordsize": "16K", "compression": "lz4", "atime": "off",
                           "exec": "off", "setuid": "off", "devices": "off",
                           f"autobackup:{backup_name}": "true"}, True),
-        Child("discs", {"recordsize": "1M", "compression": "off", "atime": "off",
+        Child("discs", {"readonly": "off", "recordsize": "1M", "compression": "off", "atime": "off",
                         f"autobackup:{backup_name}": "false"}, False),
     ]
 
@@ -88,6 +98,7 @@ def run_zfs(argv: list[str], *, readonly: bool, ok_codes: tuple[int, ...] = (0,)
 
 class ZfsVault(Vault):
     backend = "zfs"
+    snapshots = True
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -105,11 +116,16 @@ class ZfsVault(Vault):
             raise VaultError(f"dataset {self.dataset} does not exist; create the pool and dataset first "
                              f"(Ansible's station role does)")
         self._check_mounted(self.dataset, self.root)
-        for child in children(self.backup_name):
+        wanted = children(self.backup_name)
+        listed = run_zfs(["zfs", "list", "-H", "-o", "name", "-d", "1", self.dataset], readonly=True)
+        missing = [c for c in wanted if self._ds(c.name) not in listed.split()]
+        if missing:
+            # A new child's mount point is a folder made in the parent: open it for that moment.
+            self._set(self.dataset, "readonly", "off")
+        for child in wanted:
             name = self._ds(child.name)
-            found = run_zfs(["zfs", "list", "-H", "-o", "name", name], readonly=True, ok_codes=(0, 1))
             props = [a for k, v in child.properties.items() for a in ("-o", f"{k}={v}")]
-            if not found.strip():
+            if child in missing:
                 run_zfs(["zfs", "create", *props, name], readonly=False)
             else:
                 current = self.properties(name, list(child.properties))
@@ -122,6 +138,12 @@ class ZfsVault(Vault):
                         continue
                     run_zfs(["zfs", "set", f"{k}={v}", name], readonly=False)
             self._check_mounted(name, self.root / child.name)
+        self._set(self.dataset, "readonly", "on")
+
+    def _set(self, dataset: str, prop: str, value: str) -> None:
+        """``zfs set`` only when the value differs (each set is a pool transaction and a log line)."""
+        if not _same_value(prop, self.get(dataset, prop), value):
+            run_zfs(["zfs", "set", f"{prop}={value}", dataset], readonly=False)
 
     def _check_mounted(self, name: str, where: Path) -> None:
         """The parent must be mounted at vault.path and each child at ``<vault.path>/<child>``:
@@ -193,15 +215,6 @@ class ZfsVault(Vault):
                     if len(f) >= 2 and f[1] == HOLD_TAG}
         return {n: ("missing" if n not in existing else "held" if n in held else "not held")
                 for n in names}
-
-    def snapshot_state(self, snapshot: str) -> str:
-        """``held``, ``not held`` or ``missing``: the worst of the session's snapshots."""
-        try:
-            states = set(self.snapshot_states(snapshot).values())
-        except VaultError as exc:
-            log.warning("snapshot state of %s unknown: %s", snapshot, exc)
-            return "missing"
-        return "missing" if "missing" in states else "not held" if "not held" in states else "held"
 
     def snapshot_path(self, snapshot: str, relative: str) -> Path | None:
         """Where a vault-relative file of a session is seen inside the snapshot (.zfs/snapshot).

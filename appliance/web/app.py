@@ -95,6 +95,7 @@ async def _startup(app: web.Application) -> None:
     appliance = app[APPLIANCE]
     app[STATE].settings = await appliance.catalog.call(admin.load_settings)
     admin.apply_settings(app)
+    await app[BURNS].recover()
     # the daily list of overdue and not-returned devices, kept at each end of the working day
     app[KEEPER] = asyncio.create_task(devices.keep_daily_lists(appliance), name="deadline-lists")
 

@@ -272,12 +272,24 @@ def make_camera(cameras_dir: Path) -> Callable[..., HostCamera]:
 def guest(vm: VM) -> Iterator[Guest]:
     """The VM made into a field-station box: pool, dataset, config, registered cameras."""
     started = time.monotonic()
+    # The unit has been failing and restarting since boot (no pool): hold it while the box is
+    # set up, as Ansible does, so that the CLI below is the first to open the vault.
+    vm.ssh("systemctl stop appliance.service", timeout=120)
     vm.ssh("zpool create -f -o ashift=12 -O atime=off tank mirror "
            "/dev/disk/by-id/virtio-pool0 /dev/disk/by-id/virtio-pool1")
     vm.ssh(f"zfs create -o mountpoint={VAULT} {DATASET}")
     vm.ssh(f"cat > {CONFIG}", input=config_yaml().encode())
-    # The unit has been failing and restarting since boot (no pool): start it afresh now.
-    vm.ssh("systemctl restart appliance.service", timeout=120)
+    # Cameras registered before the daemon's first start: the CLI makes the vault's datasets
+    # first, so the catalog it writes is the one on the catalog dataset, not a file in the
+    # parent's folder that the catalog dataset's mount would hide.
+    # `appliance device add` for each camera, in one Python process: under TCG every
+    # interpreter start costs seconds.
+    adds = [["device", "add", s, "--officer", o, "--brand", "执法仪", "--model", "DSJ-V9",
+             "--config", CONFIG] for s, o in OFFICERS.items()]
+    vm.ssh(f"{APPLIANCE.removesuffix('appliance')}python -c " + shlex.quote(
+        "import sys; from appliance.cli import main\n"
+        f"for argv in {adds!r}:\n    main(argv) == 0 or sys.exit(1)"), timeout=300)
+    vm.ssh("systemctl start appliance.service", timeout=120)
     api_port = free_tcp_port()
     tunnel = subprocess.Popen(
         ["ssh", "-N", "-i", str(vm.ssh_key), "-p", str(vm.ssh_port),
@@ -289,15 +301,6 @@ def guest(vm: VM) -> Iterator[Guest]:
     g = Guest(vm, api_port)
     try:
         g.wait_api()
-        # Registered after the daemon's first start: it creates the catalog dataset, and the
-        # catalog the CLI opens must be the one on that dataset.
-        # `appliance device add` for each camera, in one Python process: under TCG every
-        # interpreter start costs seconds.
-        adds = [["device", "add", s, "--officer", o, "--brand", "执法仪", "--model", "DSJ-V9",
-                 "--config", CONFIG] for s, o in OFFICERS.items()]
-        vm.ssh(f"{APPLIANCE.removesuffix('appliance')}python -c " + shlex.quote(
-            "import sys; from appliance.cli import main\n"
-            f"for argv in {adds!r}:\n    main(argv) == 0 or sys.exit(1)"), timeout=300)
         assert {r["serial"] for r in g.sql("SELECT serial FROM devices")} == set(OFFICERS)
         record_timing("test_vault_zfs: set-up (pool, dataset, daemon, registry)",
                       time.monotonic() - started)
@@ -365,11 +368,17 @@ def test_vault_datasets_made_by_the_daemon(guest: Guest) -> None:
     for child in ("media", "quarantine", "catalog", "discs"):
         assert rows[f"{DATASET}/{child}"] == [f"{VAULT}/{child}", "yes"], rows
     props = guest.sh(f"zfs get -H -o name,property,value recordsize,compression,atime,utf8only,exec,"
-                     f"autobackup:{STATION} {DATASET}/media {DATASET}/catalog {DATASET}/discs")
+                     f"primarycache,readonly,autobackup:{STATION} "
+                     f"{DATASET}/media {DATASET}/catalog {DATASET}/discs")
     got = {(n.rsplit("/", 1)[1], p): v for n, p, v in (line.split("\t") for line in props.splitlines())}
     assert got[("media", "recordsize")] == "1M" and got[("media", "compression")] == "off"
     assert got[("media", "utf8only")] == "on" and got[("media", "exec")] == "off"
-    assert got[("media", "atime")] == "off"
+    assert got[("media", "atime")] == "off" and got[("media", "primarycache")] == "metadata"
+    assert {got[(c, "readonly")] for c in ("media", "catalog", "discs")} == {"off"}
+    # Nothing writes into the parent: a child that is not mounted cannot be written around.
+    assert guest.sh(f"zfs get -H -o value readonly {DATASET}").strip() == "on"
+    touch = guest.vm.ssh(f"touch {VAULT}/stray", check=False)
+    assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch
     assert got[("catalog", "recordsize")] == "16K" and got[("catalog", "compression")] == "lz4"
     assert got[("media", f"autobackup:{STATION}")] == "true"
     assert got[("catalog", f"autobackup:{STATION}")] == "true"
@@ -603,7 +612,8 @@ def test_space_and_pool_health_in_metrics_and_the_reserve(
     undock(guest, 7)
     # The restarts of the daemon on existing datasets changed no property (an
     # equal value read back in another form, "1M" as 1048576, used to be set again each time).
-    assert "zfs set" not in guest.sh("zpool history tank")
+    history = [line for line in guest.sh("zpool history tank").splitlines() if "zfs set" in line]
+    assert [line.split(" ", 1)[1] for line in history] == [f"zfs set readonly=on {DATASET}"], history
 
 
 def test_weekly_verify_timer(guest: Guest) -> None:
