@@ -55,11 +55,15 @@ run_cleanups() {
 # ---------------------------------------------------------------------------------------------
 
 # hash_files PATH...: one short hash over the names and contents of every regular file under
-# the given paths (files or folders), in a stable order. Byte-compiled Python is ignored.
+# the given paths (files or folders, inside $REPO), in a stable order. Names are hashed
+# relative to the repository, so that every checkout of the same commit (CI's clean clone,
+# a developer's tree) finds the same cached layer. Byte-compiled Python is ignored.
 hash_files() {
-    find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+    local paths=() path
+    for path in "$@"; do paths+=("${path#"$REPO"/}"); done
+    (cd "$REPO" && find "${paths[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
         | LC_ALL=C sort -z \
-        | xargs -0 sha256sum \
+        | xargs -0 sha256sum) \
         | sha256sum | cut -c1-16
 }
 
