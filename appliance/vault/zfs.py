@@ -278,7 +278,9 @@ class ZfsVault(Vault):
         if holding:
             run_zfs(["zfs", "release", HOLD_TAG, *holding], readonly=False)
         for snap in present:
-            run_zfs(["zfs", "destroy", snap], readonly=False)
+            # -d: a hold that is not ours (zfs-autobackup's, on the newest snapshot it shares
+            # with HQ) defers the destruction to its release instead of failing the purge.
+            run_zfs(["zfs", "destroy", "-d", snap], readonly=False)
         return present
 
 

@@ -616,6 +616,24 @@ def test_space_and_pool_health_in_metrics_and_the_reserve(
     assert [line.split(" ", 1)[1] for line in history] == [f"zfs set readonly=on {DATASET}"], history
 
 
+def test_released_session_snapshot_waits_for_a_hold_not_ours(guest: Guest) -> None:
+    """A retention purge releases the evidence hold and destroys the session's snapshots; one
+    that zfs-autobackup still holds goes when that hold is released, never fails the purge."""
+    sid = "20260101T000000-PURGETEST-0000"
+    snaps = [f"{DATASET}/{c}@ingest-{sid}" for c in ("media", "quarantine", "catalog")]
+    guest.sh(f"zfs snapshot {' '.join(snaps)} && zfs hold appliance-evidence {' '.join(snaps)}"
+             f" && zfs hold zfs_autobackup:{STATION} {snaps[0]}")
+    released = guest.sh(f"{APPLIANCE.removesuffix('appliance')}python -c " + shlex.quote(
+        "from pathlib import Path\nfrom appliance.config import load_config\nfrom appliance.vault import open_vault\n"
+        f"print(*open_vault(load_config(Path({CONFIG!r}))).release_snapshot({sid!r}))"), timeout=300)
+    assert sorted(released.split()) == sorted(snaps)
+    left = guest.sh(f"zfs list -H -t snapshot -o name,defer_destroy,userrefs -r {DATASET} | grep {sid} || true")
+    assert left.split() == [snaps[0], "on", "1"], left  # only zfs-autobackup's hold keeps it
+    assert "appliance-evidence" not in guest.sh(f"zfs holds -H {snaps[0]}")
+    guest.sh(f"zfs release zfs_autobackup:{STATION} {snaps[0]}")
+    assert sid not in guest.sh(f"zfs list -H -t snapshot -o name -r {DATASET}")
+
+
 def test_weekly_verify_timer(guest: Guest) -> None:
     """The image runs `appliance verify` weekly; its last run shows in /metrics."""
     assert guest.sh("systemctl is-enabled appliance-verify.timer").strip() == "enabled"
