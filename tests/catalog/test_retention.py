@@ -222,7 +222,7 @@ def test_zfs_releases_the_hold_and_destroys_only_that_sessions_snapshots(monkeyp
     assert released == [snaps[0], snaps[2]]
     changes = [argv for argv, readonly in calls if not readonly]
     assert changes == [["zfs", "release", zfs.HOLD_TAG, snaps[0], snaps[2]],
-                       ["zfs", "destroy", snaps[0]], ["zfs", "destroy", snaps[2]]]
+                       ["zfs", "destroy", "-d", snaps[0]], ["zfs", "destroy", "-d", snaps[2]]]
 
 
 # -- property: no sequence of steps purges a protected recording ----------------------------
