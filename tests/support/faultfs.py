@@ -79,12 +79,15 @@ class FaultConfig:
     the bytes for a non-UTF-8 name).
 
     ``eio_after``: presented path -> byte offset from which reads fail with EIO.
+    ``hang_after``: presented path -> byte offset from which reads wait until :meth:`FaultFS.plug`
+    (a camera that stalls in the middle of a copy, for as long as the test wants).
     ``rename``: source path -> presented path (same folder), e.g. to a non-UTF-8 name.
     ``unplugged``: a mode from :data:`UNPLUG_MODES` to start in (``"hang"`` makes a driver
     that never answers, for mount timeout tests); None to start healthy.
     """
 
     eio_after: dict[str, int] = field(default_factory=dict)
+    hang_after: dict[str, int] = field(default_factory=dict)
     rename: dict[str, str] = field(default_factory=dict)
     unplugged: str | None = None
 
@@ -114,6 +117,7 @@ def _make_operations(source: Path, config: FaultConfig):  # noqa: ANN202 - fusep
             self.to_source = {"/" + p: "/" + s for s, p in config.rename.items()}
             self.to_presented = {"/" + s: "/" + p for s, p in config.rename.items()}
             self.eio_after = {"/" + p: off for p, off in config.eio_after.items()}
+            self.hang_after = {"/" + p: off for p, off in config.hang_after.items()}
 
         # -- faults --
         def check(self) -> None:
@@ -161,6 +165,9 @@ def _make_operations(source: Path, config: FaultConfig):  # noqa: ANN202 - fusep
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
             self.check()
+            stall = self.hang_after.get(path)
+            if stall is not None and offset + size > stall:
+                self.released.wait()  # until plugged (the process being killed ends it too)
             limit = self.eio_after.get(path)
             if limit is not None and offset + size > limit:
                 if offset >= limit:
@@ -340,6 +347,7 @@ def _cleanup(path: Path, process: subprocess.Popen[bytes] | None) -> None:
 
 @contextlib.contextmanager
 def faultfs(source: Path, mountpoint: Path, *, eio_after: dict[str, int] | None = None,
+            hang_after: dict[str, int] | None = None,
             rename: dict[str, str] | None = None, unplugged: str | None = None,
             start_timeout: float = 20.0) -> Iterator[FaultFS]:
     """Mount a fault-injecting passthrough of ``source`` at ``mountpoint``.
@@ -350,7 +358,8 @@ def faultfs(source: Path, mountpoint: Path, *, eio_after: dict[str, int] | None 
     reason = fuse_available()
     if reason:
         raise FaultFSError(f"FUSE is not usable: {reason}")
-    config = FaultConfig(eio_after=dict(eio_after or {}), rename=dict(rename or {}),
+    config = FaultConfig(eio_after=dict(eio_after or {}), hang_after=dict(hang_after or {}),
+                         rename=dict(rename or {}),
                          unplugged=unplugged)
     mountpoint = Path(os.path.abspath(mountpoint))
     created = not mountpoint.exists()
