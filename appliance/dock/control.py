@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +82,40 @@ def _guess_kind(path: Path) -> str:
     return SourceKind.IMAGE.value
 
 
+#: How long a request's source may take to answer before the request is refused.
+SOURCE_CHECK_S = 5.0
+
+
+async def parse_off_loop(data: dict, known_slots: list[int], timeout: float = SOURCE_CHECK_S) -> DockEvent:
+    """:func:`parse_request` in a thread of its own: it looks at the source path, and a source
+    that hangs (a stalled card reader, a dead FUSE mount) must never stop the event loop.
+    A daemon thread, not the executor: a check that never returns cannot hold up shutdown."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[DockEvent] = loop.create_future()
+
+    def settle(event: DockEvent | None, exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(event)  # type: ignore[arg-type]
+
+    def check() -> None:
+        try:
+            event = parse_request(data, known_slots)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop as the request's answer
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, event, None)
+
+    threading.Thread(target=check, name="control-source-check", daemon=True).start()
+    try:
+        return await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        raise BadRequest(f"source does not answer within {timeout:g} s") from None
+
+
 class ControlServer:
     """The unix socket that accepts manual dock requests."""
 
@@ -114,19 +149,19 @@ class ControlServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                writer.write((json.dumps(self._answer(line), ensure_ascii=False) + "\n").encode())
+                writer.write((json.dumps(await self._answer(line), ensure_ascii=False) + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("control socket: dropped a client: %s", exc)
         finally:
             writer.close()
 
-    def _answer(self, line: bytes) -> dict:
+    async def _answer(self, line: bytes) -> dict:
         try:
             data = json.loads(line)
             if not isinstance(data, dict):
                 raise BadRequest("a request is a JSON object")
-            event = parse_request(data, self._slots)
+            event = await parse_off_loop(data, self._slots)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return {"ok": False, "error": "not a JSON request"}
         except BadRequest as exc:

@@ -58,3 +58,39 @@ async def test_control_socket_works_in_a_deep_state_folder(tmp_path):
         assert reply == {"ok": True}
     finally:
         await server.stop()
+
+
+async def test_a_source_that_hangs_is_refused_and_the_daemon_keeps_answering(tmp_path, fault_fs):
+    import asyncio
+    import time
+
+    from appliance.dock.control import ControlServer, send_request
+    source = tmp_path / "reader"
+    source.mkdir()
+    fs = fault_fs(source)
+    fs.unplug("hang")  # a card reader that stopped answering
+    got = []
+    server = ControlServer(tmp_path / "s.sock", [1], got.append)
+    await server.start()
+    try:
+        ticks = 0
+
+        async def ticker() -> None:  # runs only while the event loop is free
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        reply = await send_request(tmp_path / "s.sock", {"action": "attach", "slot": 1,
+                                                         "source": str(fs.path)}, timeout=20)
+        task.cancel()
+        assert reply["ok"] is False and "does not answer" in reply["error"], reply
+        assert 4.5 < time.monotonic() - started < 15 and got == []
+        assert ticks > 50, "the event loop was blocked while the source hung"
+        reply = await send_request(tmp_path / "s.sock", {"action": "detach", "slot": 1})
+        assert reply == {"ok": True}
+    finally:
+        fs.plug()
+        await server.stop()
