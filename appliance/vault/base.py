@@ -14,7 +14,7 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import VaultError
 from appliance.vault.copier import fsync_dir
-from appliance.vault.layout import DISCS
+from appliance.vault.layout import DISCS, MEDIA, QUARANTINE
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ class Vault(ABC):
         catalog says so). Clears the immutable attribute where there is one, opens the folder
         for the moment of the unlink, closes it again. False if the file was gone already."""
         path = self.absolute(relative)
-        if not path.is_relative_to(self.root.resolve() / "media") and \
-                not path.is_relative_to(self.root.resolve() / "quarantine"):
+        root = self.root.resolve()
+        if not path.is_relative_to(root / MEDIA) and not path.is_relative_to(root / QUARANTINE):
             raise VaultError(f"{relative}: not a recording's file")
         if not path.exists():
             return False

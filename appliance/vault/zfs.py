@@ -38,6 +38,7 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import VaultError
 from appliance.vault.base import Vault, VaultSpace, close_folders
+from appliance.vault.layout import CATALOG, DISCS, MEDIA, QUARANTINE
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,12 @@ def children(backup_name: str) -> list[Child]:
              "atime": "off", "xattr": "sa", "exec": "off", "setuid": "off", "devices": "off",
              "utf8only": "on", f"autobackup:{backup_name}": "true"}
     return [
-        Child("media", media, True),
-        Child("quarantine", media, True),
-        Child("catalog", {"readonly": "off", "recordsize": "16K", "compression": "lz4", "atime": "off",
+        Child(MEDIA, media, True),
+        Child(QUARANTINE, media, True),
+        Child(CATALOG, {"readonly": "off", "recordsize": "16K", "compression": "lz4", "atime": "off",
                           "exec": "off", "setuid": "off", "devices": "off",
                           f"autobackup:{backup_name}": "true"}, True),
-        Child("discs", {"readonly": "off", "recordsize": "1M", "compression": "off", "atime": "off",
+        Child(DISCS, {"readonly": "off", "recordsize": "1M", "compression": "off", "atime": "off",
                         f"autobackup:{backup_name}": "false"}, False),
     ]
 
