@@ -45,11 +45,12 @@ def test_device_add_and_a_broken_audit_chain(tmp_path):
     assert out.returncode == 4 and "row 1" in out.stderr
 
 
-def test_bench_ingest_prints_both_throughputs_and_their_ratio(tmp_path):
+def test_bench_ingest_prints_the_throughputs_and_their_ratios(tmp_path):
     import json
     out = run("bench", "ingest", "--slots", "2", "--size", "8MiB", "--files", "2", "--dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["ingested_bytes"] == 2 * 8 * 2**20
     assert result["ratio_ingest_vs_cp"] > 0 and result["cp_sync_MBps"] > 0
+    assert result["ratio_ingest_vs_io_floor"] > 0 and result["io_floor_MBps"] > 0
     assert list(tmp_path.iterdir()) == []  # the benchmark cleans up after itself

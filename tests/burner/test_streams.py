@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -74,3 +76,33 @@ def test_source_reader_checks_size_and_hash(tmp_path, executor):
     short = SourceReader(f, len(data) + 1, "0" * 64, "recording 3", executor)
     with pytest.raises(SourceMismatch, match="100000 bytes, catalogued 100001"):
         short.read(10)
+
+
+def _resident_bytes(path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore is not installed")
+def test_image_data_is_written_behind_and_dropped_from_the_page_cache(tmp_path, executor):
+    # A multi-GB image left dirty makes the final fsync stall and pushes useful pages out
+    # of memory; the sink starts the disk write as it goes and drops what is on disk.
+    fs_type = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    if fs_type == "tmpfs":
+        pytest.skip("tmpfs keeps every page in memory: there is no disk to write behind to")
+    path = tmp_path / "img"
+    block = os.urandom(4 << 20)
+    total = 256 << 20
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        sink = HashingSink(fd, executor, 0)
+        for _ in range(total // len(block)):
+            sink.write(block)
+        resident = _resident_bytes(path)
+        digest = sink.finish(total)
+    finally:
+        os.close(fd)
+    assert digest == hashlib.sha256(block * (total // len(block))).hexdigest()
+    assert resident <= total // 2, f"{resident >> 20} MiB of {total >> 20} MiB still cached"

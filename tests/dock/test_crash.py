@@ -161,10 +161,13 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path):
             _add_clips(tmp_path / "cam", FILES + 3 * round_, 3, expected)
             daemon.attach(tmp_path / "cam")
             if round_ % 2:
-                # Half the kills land anywhere, half inside a session that is under way: on a
-                # loaded machine a blind delay can keep missing the copy altogether.
+                # Half the kills land anywhere, half early inside a session that is under
+                # way: a round's new clips copy in tens of milliseconds, so on a loaded
+                # machine a blind delay keeps missing the copy altogether.
                 _wait_for_active_session(vault)
-            time.sleep(rng.uniform(0.0, 0.5 if round_ % 2 == 0 else 0.2))
+                time.sleep(rng.uniform(0.0, 0.05))
+            else:
+                time.sleep(rng.uniform(0.0, 0.5))
             daemon.kill()
             kills_done += 1
         daemon.start()
