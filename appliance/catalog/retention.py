@@ -10,7 +10,8 @@ is ever deleted.
   cutoff), approved or refused by a leader who did not propose it
   (:func:`appliance.catalog.approvals.decide`), then carried out (:func:`carry_out`):
   every item is checked again at that moment and kept, with the reason, if it no longer
-  qualifies; each purged file gets its own audit row before the file is removed.
+  qualifies or, where the vault is replicated, if headquarters has no confirmed copy of
+  its session yet; each purged file gets its own audit row before the file is removed.
 * A purged recording keeps its catalog row (what it was, its hash, under which list who
   purged it); only its file goes. On ZFS the space comes back only when the snapshots that
   still hold the file expire: a session's snapshot is released and destroyed once none of
@@ -26,6 +27,7 @@ from __future__ import annotations
 import calendar
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -176,8 +178,21 @@ class PurgeResult:
     snapshots: list[str] = field(default_factory=list)
 
 
-def begin(conn: sqlite3.Connection, list_id: int, *, actor: str) -> str:
-    """Mark every item purged or kept, each purge with its audit row (one transaction)."""
+#: Kept at carry-out because headquarters has no confirmed copy of the session yet.
+NOT_AT_HQ = "not yet at headquarters (replication)"
+
+#: Given a session's snapshot (None: never sealed), whether headquarters lacks it
+#: (:func:`appliance.vault.replication.waiting_for_hq`); None when nothing is replicated.
+WaitsForHq = Callable[[str | None], bool]
+
+
+def begin(conn: sqlite3.Connection, list_id: int, *, actor: str,
+          waits_for_hq: WaitsForHq | None = None) -> str:
+    """Mark every item purged or kept, each purge with its audit row (one transaction).
+
+    With ``waits_for_hq``, a recording whose session has not reached headquarters is kept:
+    a purge must never remove the only copy of a recording that HQ was meant to hold.
+    """
     plist = get(conn, list_id)
     if plist is None:
         raise ApprovalError(f"no purge list {list_id}")
@@ -189,10 +204,13 @@ def begin(conn: sqlite3.Connection, list_id: int, *, actor: str) -> str:
                      (actor, iso(utcnow()), list_id))
         audit.append(conn, actor, "purge.begin", plist["number"], {"approved_by": plist["decided_by"]})
     now = iso(utcnow())
-    for item in conn.execute("SELECT i.recording_id, r.rel_path, r.vault_path, r.sha256, r.size FROM purge_items i"
-                             " JOIN recordings r ON r.id = i.recording_id WHERE i.list_id = ? AND i.state = 'listed'",
-                             (list_id,)).fetchall():
+    for item in conn.execute("SELECT i.recording_id, r.rel_path, r.vault_path, r.sha256, r.size, s.snapshot"
+                             " FROM purge_items i JOIN recordings r ON r.id = i.recording_id"
+                             " JOIN sessions s ON s.id = r.session_id"
+                             " WHERE i.list_id = ? AND i.state = 'listed'", (list_id,)).fetchall():
         reason = why_kept(conn, item["recording_id"], plist["cutoff"])
+        if reason is None and waits_for_hq is not None and waits_for_hq(item["snapshot"]):
+            reason = NOT_AT_HQ
         if reason is not None:
             conn.execute("UPDATE purge_items SET state = 'kept', note = ? WHERE list_id = ? AND recording_id = ?",
                          (reason, list_id, item["recording_id"]))
@@ -245,10 +263,12 @@ def _finish(conn: sqlite3.Connection, list_id: int, result: PurgeResult, actor: 
                   "files_missing": result.missing, "snapshots_expired": len(result.snapshots)})
 
 
-def carry_out(catalog: "Catalog", vault: "Vault", list_id: int, *, actor: str) -> PurgeResult:
+def carry_out(catalog: "Catalog", vault: "Vault", list_id: int, *, actor: str,
+              waits_for_hq: WaitsForHq | None = None) -> PurgeResult:
     """Carry out an approved list (blocking: run it in a thread). Safe to run again after a
-    crash: items already decided stay decided, files already removed are not looked for."""
-    number = catalog.run(begin, list_id, actor=actor)
+    crash: items already decided stay decided, files already removed are not looked for.
+    ``waits_for_hq``: see :func:`begin`."""
+    number = catalog.run(begin, list_id, actor=actor, waits_for_hq=waits_for_hq)
     result = PurgeResult(number)
     counts = catalog.run(lambda c: c.execute(
         "SELECT state, COUNT(*) FROM purge_items WHERE list_id = ? GROUP BY state", (list_id,)).fetchall())

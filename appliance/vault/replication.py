@@ -666,6 +666,21 @@ def load_status(paths: Paths) -> ReplicationStatus | None:
         return None
 
 
+def waiting_for_hq(config: Config) -> Callable[[str | None], bool] | None:
+    """For the purge: whether a session's snapshot (``pool/…@ingest-…``; None when the
+    session was never sealed) still lacks a confirmed copy at headquarters, as the last
+    run saw it. None when replication is off. Before HQ was ever asked, every session
+    waits: an unknown copy is no copy."""
+    if not config.replication.enabled:
+        return None
+    status = load_status(Paths.of(config))
+    if status is None or status.hq_checked_at is None:
+        return lambda snapshot: True
+    missing = {name for d in status.datasets
+               for name in [*d.get("pending_ingest", []), *d.get("gaps", [])]}
+    return lambda snapshot: snapshot is None or snapshot.split("@", 1)[-1] in missing
+
+
 def save_status(paths: Paths, status: ReplicationStatus) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     tmp = paths.status.with_suffix(".tmp")

@@ -184,6 +184,32 @@ class SnapshotVault(DirectoryVault):
         return [f"tank/ev/media@ingest-{session_id}"]
 
 
+async def test_a_session_not_yet_at_hq_is_kept_and_purged_by_a_later_list_once_it_arrived(harness, tmp_path):
+    arrived = await _old_recordings(harness, tmp_path, files=FILES[:2])
+    waiting = await _old_recordings(harness, tmp_path, serial="CAM002", files=FILES[2:4], slot=2)
+    c, vault = harness.catalog, harness.appliance.vault
+    c.run(lambda x: x.execute("UPDATE sessions SET snapshot = 'tank/ev/media@ingest-' || id"))
+    at_hq = {f"tank/ev/media@ingest-{arrived[FILES[0]]['session_id']}"}
+
+    def purge(waits_for_hq):
+        list_id = c.run(retention.propose, now=utcnow(), months=6, actor="device_manager")
+        c.run(retention.decide, list_id, actor="leader", approve=True, reason="同意")
+        return retention.carry_out(c, vault, list_id, actor="device_manager", waits_for_hq=waits_for_hq)
+
+    first = purge(lambda snapshot: snapshot not in at_hq)
+    assert sorted(first.kept) == sorted((r["id"], retention.NOT_AT_HQ) for r in waiting.values())
+    assert first.purged == first.removed == 2
+    assert all(vault.absolute(r["vault_path"]).exists() for r in waiting.values())
+    assert not any(vault.absolute(r["vault_path"]).exists() for r in arrived.values())
+    notes = {r["details"] for r in harness.rows("SELECT details FROM audit_log WHERE action = 'purge.kept'")}
+    assert len(notes) == 2 and all(retention.NOT_AT_HQ in n for n in notes)
+
+    at_hq.add(f"tank/ev/media@ingest-{waiting[FILES[2]]['session_id']}")   # the next run sent it
+    second = purge(lambda snapshot: snapshot not in at_hq)
+    assert second.purged == second.removed == 2 and not second.kept
+    assert not any(vault.absolute(r["vault_path"]).exists() for r in waiting.values())
+
+
 async def test_a_snapshot_expires_only_when_no_recording_of_its_session_is_left(harness, tmp_path):
     first = await _old_recordings(harness, tmp_path, files=FILES[:2])
     second = await _old_recordings(harness, tmp_path, serial="CAM002", files=FILES[2:4], slot=2)

@@ -240,6 +240,31 @@ def test_a_session_snapshot_destroyed_at_hq_is_a_gap_not_lag():
     assert status.gaps == [f"hq/stations/station/media@{middle.name}"] and status.lag_seconds() == 0
 
 
+def test_the_purge_waits_for_sessions_hq_lacks_or_lost_and_for_an_hq_never_asked(tmp_path):
+    cfg = config(tmp_path)
+    waits = rep.waiting_for_hq(cfg)
+    assert waits is not None and waits("tank/evidence/media@ingest-A") and waits(None)  # never asked
+
+    selected, local, remote = _listings()
+    media = local["tank/evidence/media"]
+    ingest = [s for s in media if s.name.startswith("ingest-")]
+    newest, lost = ingest[-1], ingest[0]
+    for s in media[media.index(newest):]:
+        del remote["hq/stations/station/media"][s.name]
+    del remote["hq/stations/station/media"][lost.name]
+    status = rep.ReplicationStatus(enabled=True, hq_checked_at=time.time())
+    rep.apply_states(status, rep.compare(cfg, selected, local, remote, set()), time.time())
+    rep.save_status(rep.Paths.of(cfg), status)
+    waits = rep.waiting_for_hq(cfg)
+    arrived = [s for s in ingest if s not in (newest, lost)]
+    assert arrived, "the sample needs a session that reached HQ"
+    assert waits(f"tank/evidence/media@{newest.name}") and waits(f"tank/evidence/media@{lost.name}")
+    assert not any(waits(f"tank/evidence/media@{s.name}") for s in arrived)
+    assert waits(None)  # a session never sealed has no snapshot to send
+
+    assert rep.waiting_for_hq(config(tmp_path, enabled=False)) is None
+
+
 def test_a_snapshot_of_the_same_name_but_another_guid_is_not_at_hq():
     selected, local, remote = _listings()
     newest = local["tank/evidence/catalog"][-1]

@@ -394,11 +394,15 @@ async def test_retention_purge_through_the_page(web, tmp_path):
     assert all(r["rel_path"] in listing for r in purge) and keep["rel_path"] not in listing
     assert (await post(leader, f"/retention/{pid}/decide", {"decision": "approve",
                                                             "reason": "保存期满，同意清理"})).status == 303
+    # between approval and execution one becomes evidence of a long-term kind: it stays
+    *purge, late = purge
+    await post(dm, "/recordings/tag", [("rid", str(late["id"])), ("category", "objection"), ("back", "/recordings")])
     done = await post(dm, f"/retention/{pid}/execute", {})
     assert done.status == 303 and done.headers["Location"] == f"/retention/{pid}?done=1"
     vault = web.appliance.vault
-    assert vault.absolute(keep["vault_path"]).exists()
+    assert vault.absolute(keep["vault_path"]).exists() and vault.absolute(late["vault_path"]).exists()
     assert not any(vault.absolute(r["vault_path"]).exists() for r in purge)
+    assert "长期保存类别（第七条）" in await (await dm.get(f"/retention/{pid}")).text()  # why, in Chinese
     page = await (await dm.get(f"/recordings/{purge[0]['id']}")).text()
     assert "文件已删除，登记信息永久保留" in page and purge[0]["sha256"] in page
     assert (await dm.get(f"/recordings/{purge[0]['id']}/media")).status == 410

@@ -12,6 +12,7 @@ from appliance.catalog import retention as retention_db
 from appliance.errors import ApplianceError
 from appliance.regulation import retention_months
 from appliance.timeutil import iso, utcnow
+from appliance.vault import replication
 from appliance.web.keys import APPLIANCE, USER
 from appliance.web.render import int_param, render
 from appliance.web.views.common import decide_request
@@ -83,7 +84,8 @@ async def execute(request: web.Request) -> web.Response:
     if pid is None:
         raise web.HTTPNotFound()
     try:
-        await asyncio.to_thread(retention_db.carry_out, app.catalog, app.vault, pid, actor=user.name)
+        await asyncio.to_thread(retention_db.carry_out, app.catalog, app.vault, pid, actor=user.name,
+                                waits_for_hq=replication.waiting_for_hq(app.config))
     except ApplianceError as exc:
         return await detail(request, str(exc), 400)
     raise web.HTTPSeeOther(f"/retention/{pid}?done=1")
