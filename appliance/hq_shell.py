@@ -19,8 +19,9 @@ of the commands zfs-autobackup needs on a target, confined to the station's own 
   without ``-r`` (it destroys nothing).
 
 Anything else is refused with ``appliance-hq-shell: refused: ...`` and exit status 126.
-After every successful receive, the session snapshot it brought (``@ingest-...``, as
-``zfs recv -v`` names it) gets
+After every successful receive, the session snapshot it brought (``@ingest-...``, or the
+``@resealed-...`` one that stands in for sessions after a purge, as ``zfs recv -v`` names
+it) gets
 the same evidence hold as at the station (``appliance-evidence``), which this shell never
 releases: a station key cannot remove evidence from HQ, and neither can a casual
 ``zfs destroy`` there.
@@ -46,6 +47,9 @@ import sys
 REFUSED = 126
 EVIDENCE_HOLD = "appliance-evidence"
 INGEST_PREFIX = "ingest-"
+# A station's snapshot that stands in for its held session snapshots after a purge
+# (appliance.vault.zfs.RESEAL_PREFIX): evidence like theirs.
+RESEAL_PREFIX = "resealed-"
 # zfs-autobackup's probe for `zfs recv -s`: it only needs exit status 0 or 1.
 OPTION_PROBE = "zfs_autobackup_option_test"
 RECV_SET_ALLOWED = {"readonly=on", "canmount=noauto", "canmount=off"}
@@ -356,10 +360,11 @@ def received_snapshot(line: str) -> str | None:
 
 
 def hold_evidence(snapshots: list[str]) -> None:
-    """Put the evidence hold on received session snapshots (``@ingest-...``) that lack it."""
+    """Put the evidence hold on received evidence snapshots (``@ingest-...`` and
+    ``@resealed-...``) that lack it."""
     import subprocess
 
-    snaps = [s for s in snapshots if s.split("@", 1)[-1].startswith(INGEST_PREFIX)]
+    snaps = [s for s in snapshots if s.split("@", 1)[-1].startswith((INGEST_PREFIX, RESEAL_PREFIX))]
     if not snaps:
         return
     holds = subprocess.run(["zfs", "holds", "-H", *snaps], capture_output=True, text=True).stdout

@@ -13,9 +13,11 @@ is ever deleted.
   qualifies or, where the vault is replicated, if headquarters has no confirmed copy of
   its session yet; each purged file gets its own audit row before the file is removed.
 * A purged recording keeps its catalog row (what it was, its hash, under which list who
-  purged it); only its file goes. On ZFS the space comes back only when the snapshots that
-  still hold the file expire: a session's snapshot is released and destroyed once none of
-  its recordings is left (:meth:`appliance.vault.base.Vault.release_snapshot`).
+  purged it); only its file goes. On ZFS the space comes back only when no snapshot holds
+  the file any more: a session's snapshot is released and destroyed once none of its
+  recordings is left (:meth:`appliance.vault.base.Vault.release_snapshot`), and one new
+  snapshot, proven to hold every file that was not purged, stands in for the other held
+  snapshots (:meth:`appliance.vault.base.Vault.reseal`); the sessions then refer to it.
 
 The database refuses the rest by itself (migration 4's triggers): a recording row is never
 deleted, and ``purged_at`` cannot be set without an approved list or on a recording in a
@@ -30,6 +32,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.catalog import approvals, audit
@@ -37,10 +40,11 @@ from appliance.catalog.approvals import ApprovalError
 from appliance.errors import VaultError
 from appliance.regulation import MIN_RETENTION_MONTHS
 from appliance.timeutil import iso, utcnow
+from appliance.vault.copier import hash_file
 
 if TYPE_CHECKING:
     from appliance.catalog.db import Catalog
-    from appliance.vault.base import Vault
+    from appliance.vault.base import Reseal, Vault
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +180,9 @@ class PurgeResult:
     removed: int = 0
     missing: int = 0
     snapshots: list[str] = field(default_factory=list)
+    resealed: str | None = None            # the snapshot that now holds the sessions kept
+    retired: list[str] = field(default_factory=list)
+    reseal_problem: str | None = None      # why the held snapshots had to stay
 
 
 #: Kept at carry-out because headquarters has no confirmed copy of the session yet.
@@ -260,7 +267,8 @@ def _finish(conn: sqlite3.Connection, list_id: int, result: PurgeResult, actor: 
     conn.execute("UPDATE purge_lists SET state = 'done', finished_at = ? WHERE id = ?", (iso(utcnow()), list_id))
     audit.append(conn, actor, "purge.done", result.number,
                  {"purged": result.purged, "kept": len(result.kept), "files_removed": result.removed,
-                  "files_missing": result.missing, "snapshots_expired": len(result.snapshots)})
+                  "files_missing": result.missing, "snapshots_expired": len(result.snapshots),
+                  "resealed": result.resealed, "snapshots_retired": len(result.retired)})
 
 
 def carry_out(catalog: "Catalog", vault: "Vault", list_id: int, *, actor: str,
@@ -295,5 +303,61 @@ def carry_out(catalog: "Catalog", vault: "Vault", list_id: int, *, actor: str,
         released = vault.release_snapshot(session_id)
         catalog.run(_snapshot_released, session_id, released or [snapshot], number, actor)
         result.snapshots.extend(released)
+    if result.purged and vault.snapshots:
+        _reseal(catalog, vault, result, actor)
     catalog.run(_finish, list_id, result, actor)
     return result
+
+
+def _reseal(catalog: "Catalog", vault: "Vault", result: PurgeResult, actor: str) -> None:
+    """Let one new snapshot stand in for the held ones, so the purged files' space comes
+    back (:meth:`appliance.vault.base.Vault.reseal`). The catalog points the sessions at the
+    new snapshot before the old ones go: a crash in between leaves old snapshots held that
+    nothing refers to, which the next purge's reseal takes along."""
+    purged = catalog.run(lambda c: {r[0] for r in c.execute(
+        "SELECT vault_path FROM recordings WHERE purged_at IS NOT NULL")})
+
+    def same(rel: str, path: Path) -> bool:
+        expected = catalog.run(catalogued_sha256, rel)
+        return expected is not None and hash_file(path).sha256 == expected
+
+    try:
+        reseal = vault.reseal(result.number, purged.__contains__, same)
+    except VaultError as exc:
+        log.error("purge %s: %s", result.number, exc)
+        result.reseal_problem = str(exc)
+        catalog.run(audit.append, actor, "snapshot.reseal-refused", result.number, {"reason": str(exc)})
+        return
+    if reseal is None:
+        return
+    retire = catalog.run(_resealed, reseal, result.number, actor)
+    result.resealed = reseal.snapshot
+    result.retired = vault.retire(retire)
+
+
+def catalogued_sha256(conn: sqlite3.Connection, vault_path: str) -> str | None:
+    """The SHA-256 the catalog has for a file of the vault: a recording, a verified file of a
+    session that never committed, or a session's manifest."""
+    for sql in ("SELECT sha256 FROM recordings WHERE vault_path = ?",
+                "SELECT sha256 FROM session_files WHERE vault_path = ?",
+                "SELECT manifest_sha256 FROM sessions WHERE vault_dir || '/manifest.json' = ?"):
+        row = conn.execute(sql, (vault_path,)).fetchone()
+        if row is not None and row[0]:
+            return row[0]
+    return None
+
+
+def _resealed(conn: sqlite3.Connection, reseal: "Reseal", number: str, actor: str) -> list[str]:
+    """Point the sessions at the new snapshot; return the old snapshots that may go: those
+    sessions referred to, and earlier reseals. A session sealed while the purge ran may not
+    refer to its snapshot yet: that one stays, for the next purge."""
+    referenced = {r[0] for r in conn.execute(
+        "SELECT DISTINCT snapshot FROM sessions WHERE snapshot IS NOT NULL AND snapshot_released_at IS NULL")}
+    retire = [s for s in reseal.older if s in referenced or s in reseal.own]
+    marks = ",".join("?" * len(retire))
+    moved = conn.execute(f"UPDATE sessions SET snapshot = ? WHERE snapshot_released_at IS NULL AND snapshot IN ({marks})",
+                         (reseal.snapshot, *retire)).rowcount if retire else 0
+    audit.append(conn, actor, "snapshot.reseal", number,
+                 {"snapshot": reseal.snapshot, "sessions": moved, "retired": retire[:50],
+                  "retired_count": len(retire)})
+    return retire

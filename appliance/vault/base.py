@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,16 @@ class VaultSpace:
     free_bytes: int
     used_bytes: int
     total_bytes: int
+
+
+@dataclass(frozen=True)
+class Reseal:
+    """One new held snapshot, taken after a purge, that holds every file of the held
+    snapshots before it that no purge removed (:meth:`Vault.reseal`)."""
+
+    snapshot: str                 # the new snapshot, named as sessions record theirs
+    older: tuple[str, ...]        # the held snapshots before it, oldest first, named alike
+    own: tuple[str, ...]          # those of them that an earlier reseal took
 
 
 class Vault(ABC):
@@ -130,6 +141,22 @@ class Vault(ABC):
     def release_snapshot(self, session_id: str) -> list[str]:
         """Release the hold on a session's snapshots and destroy them, once retention has purged
         every recording of the session; returns their names ([] where there are none)."""
+        return []
+
+    def reseal(self, tag: str, purged: Callable[[str], bool],
+               same: Callable[[str, Path], bool]) -> Reseal | None:
+        """After a purge: take one held snapshot that can stand in for the held ones before
+        it (so that they can go, and the purged files' space with them), or None where the
+        backend has no snapshots or nothing is held. ``purged(path)``: whether an approved
+        purge removed that vault-relative file; ``same(path, file)``: whether a file that
+        changed since an older snapshot still has its catalogued hash, read at ``file``.
+        Raises :class:`VaultError` naming what differs when the new snapshot cannot stand
+        in (the older ones then stay)."""
+        return None
+
+    def retire(self, snapshots: list[str]) -> list[str]:
+        """Release the evidence hold on snapshots that a :meth:`reseal` stands in for, and
+        destroy them; returns every snapshot destroyed ([] where there are none)."""
         return []
 
     def make_session_dir(self, relative: Path) -> Path:

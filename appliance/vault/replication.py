@@ -58,12 +58,13 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.errors import ApplianceError
+from appliance.vault.zfs import HOLD_TAG, RESEAL_PREFIX, SNAPSHOT_PREFIX
 
 log = logging.getLogger(__name__)
 
 HOST_ALIAS = "appliance-hq"          # the Host entry of the generated ssh config
-INGEST_PREFIX = "ingest-"            # appliance.vault.zfs.SNAPSHOT_PREFIX
-EVIDENCE_HOLD = "appliance-evidence"  # appliance.vault.zfs.HOLD_TAG
+INGEST_PREFIX = SNAPSHOT_PREFIX
+EVIDENCE_HOLD = HOLD_TAG
 SNAPSHOT_FORMAT = "{}-%Y%m%d%H%M%S"  # zfs-autobackup's default, in UTC (--utc)
 KILL_GRACE_S = 10
 MAX_LOG_LINES = 20000
@@ -471,7 +472,9 @@ class Snap:
 
     @property
     def held_ingest(self) -> bool:
-        return self.name.startswith(INGEST_PREFIX) and self.userrefs > 0
+        """A held snapshot of evidence: a session's, or one that stands in for sessions'
+        after a purge (they refer to it then)."""
+        return self.name.startswith((INGEST_PREFIX, RESEAL_PREFIX)) and self.userrefs > 0
 
 
 LOCAL_COLUMNS = "name,guid,creation,createtxg,userrefs"

@@ -20,6 +20,13 @@ from memory, which is why the weekly verify is the check of the disks.)
 Every committed session gets one atomic snapshot of media, quarantine and catalog
 (``@ingest-<session>``) with a hold, so neither the files nor the catalog state that
 recorded them can be destroyed without first releasing the hold, which is audited.
+A snapshot is of the whole dataset, so every held snapshot keeps the blocks of every file
+that existed when it was taken, purged or not. After a retention purge the vault therefore
+takes one new held snapshot (``@resealed-<purge list>``), proves with ``zfs diff`` that it
+holds every file of the held snapshots before it that no purge removed, unchanged, and only
+then lets those go (see :mod:`appliance.vault.zfsdiff`): the space of purged files comes back
+even while sessions sealed after them are kept long-term.
+
 Following zfs-autobackup's habits: argument lists, machine-readable output (``-H -p``),
 and every command logged as a copy-pastable line.
 """
@@ -31,19 +38,22 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from appliance.config import Config
 from appliance.errors import VaultError
-from appliance.vault.base import Vault, VaultSpace, close_folders
+from appliance.vault import zfsdiff
+from appliance.vault.base import Reseal, Vault, VaultSpace, close_folders
 from appliance.vault.layout import CATALOG, DISCS, MEDIA, QUARANTINE
 
 log = logging.getLogger(__name__)
 
 HOLD_TAG = "appliance-evidence"
 SNAPSHOT_PREFIX = "ingest-"
+RESEAL_PREFIX = "resealed-"
 TIMEOUT_S = 120
 FS_IMMUTABLE_FL = 0x00000010
 # Properties that only `zfs create` takes (`zfs set` refuses them: "property is readonly").
@@ -179,16 +189,9 @@ class ZfsVault(Vault):
         close_folders(session_dir)
         _make_immutable(session_dir)
         snaps = self.snapshot_names(session_id)
-        existing = self._existing_snapshots(snaps)
-        missing = [s for s in snaps if s not in existing]
-        if missing:
-            # One command: the snapshots of media, quarantine and catalog are atomic together
-            # (all of them at the first seal; a later seal only replaces what someone destroyed).
-            run_zfs(["zfs", "snapshot", *missing], readonly=False)
-        held = run_zfs(["zfs", "holds", "-H", *snaps], readonly=True)
-        missing = [s for s in snaps if f"{s}\t{HOLD_TAG}" not in held]
-        if missing:
-            run_zfs(["zfs", "hold", HOLD_TAG, *missing], readonly=False)
+        # The snapshots of media, quarantine and catalog are atomic together (all of them at
+        # the first seal; a later seal only replaces what someone destroyed).
+        self._snapshot_and_hold(snaps)
         return snaps[0]
 
     def _existing_snapshots(self, names: list[str]) -> set[str]:
@@ -266,9 +269,85 @@ class ZfsVault(Vault):
 
     def release_snapshot(self, session_id: str) -> list[str]:
         """Release the evidence hold on a session's snapshots and destroy them (retention: every
-        recording of the session is purged). Other sessions' snapshots that still hold the
-        purged files keep their space until they expire in turn."""
-        snaps = self.snapshot_names(session_id)
+        recording of the session is purged). Other held snapshots that still hold the purged
+        files keep their space until a :meth:`reseal` stands in for them."""
+        return self._release_and_destroy(self.snapshot_names(session_id))
+
+    def reseal(self, tag: str, purged: Callable[[str], bool],
+               same: Callable[[str, Path], bool]) -> Reseal | None:
+        """``@resealed-<tag>`` of media, quarantine and catalog, held, checked against every
+        held snapshot before it with ``zfs diff`` (see :mod:`appliance.vault.zfsdiff`)."""
+        held = self._held_evidence()
+        name = f"{RESEAL_PREFIX}{tag}"
+        # The same @names in every child (sealed together); media's order first.
+        older = [n for n in dict.fromkeys(held.get(MEDIA, []) + held.get(QUARANTINE, []) + held.get(CATALOG, []))
+                 if n != name]
+        if not older:
+            return None
+        new = [f"{self._ds(c.name)}@{name}" for c in children(self.backup_name) if c.snapshotted]
+        self._snapshot_and_hold(new)
+        problems: list[str] = []
+        changed: set[str] = set()
+        for child in (MEDIA, QUARANTINE):
+            chain = [f"{self._ds(child)}@{n}" for n in held.get(child, []) if n != name]
+            chain.append(f"{self._ds(child)}@{name}")
+            for a, b in zip(chain, chain[1:]):
+                out = run_zfs(["zfs", "diff", "-H", "-F", a, b], readonly=True)
+                bad, modified = zfsdiff.judge(zfsdiff.parse(out, str(self.root / child), child), purged)
+                problems += [f"{a} → {b}: {p}" for p in bad]
+                changed.update(modified)
+        for rel in sorted(changed):
+            path = self.snapshot_path(new[0], rel)
+            if path is not None and path.exists() and not same(rel, path):
+                problems.append(f"{rel}: changed since it was sealed and no longer has its catalogued hash")
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise VaultError(f"the held snapshots stay: {new[0]} cannot stand in for them: "
+                             + "; ".join(problems[:5]) + more)
+        media = self._ds(MEDIA)
+        return Reseal(new[0], tuple(f"{media}@{n}" for n in older),
+                      tuple(f"{media}@{n}" for n in older if n.startswith(RESEAL_PREFIX)))
+
+    def retire(self, snapshots: list[str]) -> list[str]:
+        names = {s.split("@", 1)[1] for s in snapshots}
+        return self._release_and_destroy([f"{self._ds(c.name)}@{n}" for n in sorted(names)
+                                          for c in children(self.backup_name) if c.snapshotted])
+
+    def _held_evidence(self) -> dict[str, list[str]]:
+        """The snapshot names (after the @) that carry the evidence hold, per child, oldest first."""
+        datasets = [self._ds(c.name) for c in children(self.backup_name) if c.snapshotted]
+        out = run_zfs(["zfs", "list", "-H", "-p", "-t", "snapshot", "-o", "name,userrefs", "-s", "createtxg",
+                       "-d", "1", *datasets], readonly=True)
+        candidates = []
+        for line in out.splitlines():
+            full, _, refs = line.partition("\t")
+            snap = full.partition("@")[2]
+            if refs.strip().isdigit() and int(refs) > 0 and snap.startswith((SNAPSHOT_PREFIX, RESEAL_PREFIX)):
+                candidates.append(full)
+        if not candidates:
+            return {}
+        holds = run_zfs(["zfs", "holds", "-H", *candidates], readonly=True)
+        ours = {f[0] for f in (line.split("\t") for line in holds.splitlines()) if len(f) >= 2 and f[1] == HOLD_TAG}
+        held: dict[str, list[str]] = {}
+        for full in candidates:
+            if full in ours:
+                dataset, snap = full.split("@", 1)
+                held.setdefault(dataset.rsplit("/", 1)[1], []).append(snap)
+        return held
+
+    def _snapshot_and_hold(self, snaps: list[str]) -> None:
+        """Take whichever of ``snaps`` do not exist (in one command: atomic together) and put
+        the evidence hold on whichever lack it."""
+        existing = self._existing_snapshots(snaps)
+        missing = [s for s in snaps if s not in existing]
+        if missing:
+            run_zfs(["zfs", "snapshot", *missing], readonly=False)
+        held = run_zfs(["zfs", "holds", "-H", *snaps], readonly=True)
+        missing = [s for s in snaps if f"{s}\t{HOLD_TAG}" not in held]
+        if missing:
+            run_zfs(["zfs", "hold", HOLD_TAG, *missing], readonly=False)
+
+    def _release_and_destroy(self, snaps: list[str]) -> list[str]:
         listed = run_zfs(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", *snaps], readonly=True,
                          ok_codes=(0, 1))
         present = [s for s in snaps if s in set(listed.split())]

@@ -27,7 +27,7 @@ from appliance.catalog.db import Catalog
 from appliance.config import parse_config
 from appliance.errors import VaultError
 from appliance.timeutil import iso, utcnow
-from appliance.vault.base import open_folders
+from appliance.vault.base import Reseal, open_folders
 from appliance.vault.directory import DirectoryVault
 from appliance.vault.verify import verify_vault
 from appliance.vault import zfs
@@ -227,6 +227,80 @@ async def test_a_snapshot_expires_only_when_no_recording_of_its_session_is_left(
     assert [r["id"] for r in expired] == [first_session]
     assert [r["subject"] for r in harness.rows("SELECT subject FROM audit_log WHERE action = 'snapshot.expire'")] \
         == [first_session]
+
+
+class ResealingVault(SnapshotVault):
+    """A directory vault that answers a reseal as the zfs one would, or refuses it."""
+
+    snapshots = True
+    refuse: str | None = None
+
+    def reseal(self, tag, purged, same):
+        if self.refuse:
+            raise VaultError(self.refuse)
+        self.asked = (tag, purged, same)
+        return Reseal(f"tank/ev/media@resealed-{tag}", tuple(self.older),
+                      tuple(s for s in self.older if "@resealed-" in s))
+
+    def retire(self, snapshots):
+        self.retired = list(snapshots)
+        return snapshots
+
+
+async def test_after_a_purge_one_snapshot_stands_in_for_the_held_ones_of_the_sessions_kept(harness, tmp_path):
+    gone = await _old_recordings(harness, tmp_path, files=FILES[:2])
+    kept = await _old_recordings(harness, tmp_path, serial="CAM002", files=FILES[2:4], slot=2)
+    c = harness.catalog
+    c.run(lambda x: x.execute("UPDATE sessions SET snapshot = 'tank/ev/media@ingest-' || id"))
+    c.run(cases.tag_recordings, [r["id"] for r in kept.values()], actor="dm", category="seizure")
+    vault = ResealingVault(harness.appliance.config)
+    vault.released = []
+    gone_sid, kept_sid = gone[FILES[0]]["session_id"], kept[FILES[2]]["session_id"]
+    vault.older = [f"tank/ev/media@ingest-{kept_sid}", "tank/ev/media@ingest-SEALED-WHILE-PURGING",
+                   "tank/ev/media@resealed-P2025-0009"]
+    list_id = c.run(retention.propose, now=utcnow(), months=6, actor="device_manager")
+    c.run(retention.decide, list_id, actor="leader", approve=True, reason="同意")
+    result = retention.carry_out(c, vault, list_id, actor="device_manager")
+
+    number = c.run(retention.get, list_id)["number"]
+    assert result.resealed == f"tank/ev/media@resealed-{number}" and result.reseal_problem is None
+    # a session that does not refer to its snapshot yet keeps it; an earlier reseal goes
+    assert vault.retired == [f"tank/ev/media@ingest-{kept_sid}", "tank/ev/media@resealed-P2025-0009"]
+    rows = {r["id"]: r for r in harness.rows("SELECT id, snapshot, snapshot_released_at FROM sessions")}
+    assert rows[kept_sid]["snapshot"] == result.resealed and rows[kept_sid]["snapshot_released_at"] is None
+    assert rows[gone_sid]["snapshot_released_at"] and rows[gone_sid]["snapshot"] == f"tank/ev/media@ingest-{gone_sid}"
+    (row,) = harness.rows("SELECT details FROM audit_log WHERE action = 'snapshot.reseal'")
+    assert '"sessions": 1' in row["details"] and '"retired_count": 2' in row["details"]
+    # what the vault was given to judge the changes with
+    _tag, purged, same = vault.asked
+    assert all(purged(r["vault_path"]) for r in gone.values()) and not purged(kept[FILES[2]]["vault_path"])
+    live = harness.appliance.vault
+    rec = kept[FILES[2]]
+    assert same(rec["vault_path"], live.absolute(rec["vault_path"]))
+    assert not same(rec["vault_path"], live.absolute(kept[FILES[3]]["vault_path"]))  # other bytes
+    manifest = f"{harness.rows('SELECT vault_dir FROM sessions WHERE id = ?', kept_sid)[0]['vault_dir']}/manifest.json"
+    assert same(manifest, live.absolute(manifest))
+    assert not same("media/not-catalogued.MP4", live.absolute(rec["vault_path"]))
+
+
+async def test_a_refused_reseal_keeps_the_snapshots_and_is_audited(harness, tmp_path):
+    await _old_recordings(harness, tmp_path, files=FILES[:2])
+    kept = await _old_recordings(harness, tmp_path, serial="CAM002", files=FILES[2:4], slot=2)
+    c = harness.catalog
+    c.run(lambda x: x.execute("UPDATE sessions SET snapshot = 'tank/ev/media@ingest-' || id"))
+    c.run(cases.tag_recordings, [r["id"] for r in kept.values()], actor="dm", category="seizure")
+    vault = ResealingVault(harness.appliance.config)
+    vault.released, vault.refuse = [], "the held snapshots stay: media/x.MP4: renamed to media/y.MP4"
+    list_id = c.run(retention.propose, now=utcnow(), months=6, actor="device_manager")
+    c.run(retention.decide, list_id, actor="leader", approve=True, reason="同意")
+    result = retention.carry_out(c, vault, list_id, actor="device_manager")
+    assert result.purged == 2 and result.resealed is None and "renamed" in result.reseal_problem
+    kept_sid = kept[FILES[2]]["session_id"]
+    assert harness.rows("SELECT snapshot FROM sessions WHERE id = ?", kept_sid)[0]["snapshot"] == \
+        f"tank/ev/media@ingest-{kept_sid}"
+    (row,) = harness.rows("SELECT details FROM audit_log WHERE action = 'snapshot.reseal-refused'")
+    assert "renamed to media/y.MP4" in row["details"]
+    assert c.run(retention.get, list_id)["state"] == "done"
 
 
 def test_zfs_releases_the_hold_and_destroys_only_that_sessions_snapshots(monkeypatch, tmp_path):

@@ -648,3 +648,68 @@ def test_weekly_verify_timer(guest: Guest) -> None:
     # Everything the tests left behind is still as the catalog says.
     assert re.search(r"verify: \d+ files, \d+ bytes checked, pool ONLINE: OK",
                      guest.sh("journalctl -u appliance-verify.service -o cat --no-pager"))
+
+
+def test_a_purge_frees_the_space_that_a_later_long_term_session_held(guest: Guest) -> None:
+    """Every held snapshot is of the whole media dataset: the newest session, kept long-term,
+    holds the blocks of every older recording. After the purge of those, one new held
+    snapshot, checked with `zfs diff` against each held one, stands in for them all, and
+    the purged recordings' space really comes back."""
+    newest = guest.sh(f"zfs list -H -t snapshot -o name -s createtxg -d 1 {DATASET}/media"
+                      " | grep @ingest- | tail -1").strip()
+    keep_sid = newest.split("@ingest-", 1)[1]
+    purged_bytes = sum(r["size"] for r in guest.sql(
+        "SELECT size FROM recordings WHERE session_id != ? AND purged_at IS NULL AND vault_path LIKE 'media/%'",
+        keep_sid))
+    assert purged_bytes > 64 << 20, "the earlier tests left too little to purge"
+    used_before = int(guest.sh(f"zfs list -H -p -o used {DATASET}/media").strip())
+    script = "\n".join([
+        "import json",
+        "from pathlib import Path",
+        "from appliance.catalog import cases, retention",
+        "from appliance.catalog.db import Catalog",
+        "from appliance.config import load_config",
+        "from appliance.timeutil import utcnow",
+        "from appliance.vault import open_vault",
+        f"vault = open_vault(load_config(Path({CONFIG!r})))",
+        f"cat = Catalog(Path({CATALOG!r}))",
+        "old = '2025-01-01T00:00:00+00:00'",
+        "cat.run(lambda c: c.execute('UPDATE recordings SET ingested_at = ?, camera_mtime = ?"
+        " WHERE purged_at IS NULL', (old, old)))",
+        f"keep = cat.run(lambda c: [r[0] for r in c.execute('SELECT id FROM recordings WHERE session_id = ?',"
+        f" ({keep_sid!r},))])",
+        "cat.run(cases.tag_recordings, keep, actor='dm', category='seizure')",
+        "pid = cat.run(retention.propose, now=utcnow(), months=6, actor='device_manager')",
+        "cat.run(retention.decide, pid, actor='leader', approve=True, reason='保存期满')",
+        "r = retention.carry_out(cat, vault, pid, actor='device_manager')",
+        "print(json.dumps({'number': r.number, 'purged': r.purged, 'removed': r.removed,"
+        " 'resealed': r.resealed, 'retired': r.retired, 'problem': r.reseal_problem}))",
+    ])
+    out = guest.sh(f"{APPLIANCE.removesuffix('appliance')}python -c {shlex.quote(script)}", timeout=600)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["problem"] is None and result["removed"] == result["purged"] > 0, result
+    resealed = f"{DATASET}/media@resealed-{result['number']}"
+    assert result["resealed"] == resealed
+    assert newest in result["retired"], result
+
+    # Only the new snapshot is held now; every session still kept refers to it.
+    left = guest.sh(f"zfs list -H -t snapshot -o name -r {DATASET}").split()
+    assert sorted(left) == sorted(f"{DATASET}/{c}@resealed-{result['number']}"
+                                  for c in ("media", "quarantine", "catalog")), left
+    assert f"{resealed}\t{HOLD_TAG}" in guest.sh(f"zfs holds -H {resealed}")
+    live = guest.sql("SELECT DISTINCT snapshot FROM sessions WHERE snapshot IS NOT NULL"
+                     " AND snapshot_released_at IS NULL")
+    assert [r["snapshot"] for r in live] == [resealed]
+    # The kept session's files are in it, and the purged recordings' space came back.
+    guest.sh("zpool sync tank && zpool wait -t free tank", timeout=300)
+    used_after = int(guest.sh(f"zfs list -H -p -o used {DATASET}/media").strip())
+    assert used_before - used_after > 0.9 * purged_bytes, (used_before, used_after, purged_bytes)
+    kept = guest.sql("SELECT vault_path, sha256 FROM recordings WHERE session_id = ?", keep_sid)
+    assert kept
+    for row in kept:
+        inside = f"{VAULT}/media/.zfs/snapshot/resealed-{result['number']}/{row['vault_path'].removeprefix('media/')}"
+        assert guest.sh(f"sha256sum {shlex.quote(inside)}").split()[0] == row["sha256"]
+    clean = guest.appliance("verify")
+    assert clean.stdout.strip().endswith("OK"), clean.stdout
+    actions = [r["action"] for r in guest.sql("SELECT action FROM audit_log WHERE subject = ?", result["number"])]
+    assert "snapshot.reseal" in actions and "purge.done" in actions

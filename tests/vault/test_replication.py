@@ -265,6 +265,15 @@ def test_the_purge_waits_for_sessions_hq_lacks_or_lost_and_for_an_hq_never_asked
     assert rep.waiting_for_hq(config(tmp_path, enabled=False)) is None
 
 
+def test_a_resealed_snapshot_is_evidence_that_hq_must_receive():
+    resealed = rep.Snap("tank/evidence/media", "resealed-P2026-0001", "9", 1.0, 9, 1)
+    autobackup = rep.Snap("tank/evidence/media", "station-20261127120000", "8", 1.0, 8, 1)
+    assert resealed.held_ingest and not autobackup.held_ingest
+    states = rep.compare(config(), ["tank/evidence/media"], {"tank/evidence/media": [resealed]},
+                         {"hq/stations/station/media": {}}, set())
+    assert states[0].pending_ingest == ["resealed-P2026-0001"]
+
+
 def test_a_snapshot_of_the_same_name_but_another_guid_is_not_at_hq():
     selected, local, remote = _listings()
     newest = local["tank/evidence/catalog"][-1]
@@ -754,7 +763,7 @@ def test_hq_shell_runs_allowed_commands_and_refuses_with_126(tmp_path, monkeypat
     assert log.read_text() == "list -H hq/stations/st01\n"  # the refused one never reached zfs
 
 
-def test_hq_shell_holds_a_received_session_snapshot(tmp_path, monkeypatch):
+def test_hq_shell_holds_a_received_session_or_resealed_snapshot(tmp_path, monkeypatch):
     log = tmp_path / "zfs.log"
     zfs = f"""#!/bin/sh
 echo "$*" >> {log}
@@ -769,6 +778,11 @@ esac
     calls = log.read_text().splitlines()
     assert calls[0] == "recv -u -o readonly=on -o canmount=noauto -v -s hq/stations/st01/media"
     assert calls[-1] == "hold appliance-evidence hq/stations/st01/media@ingest-S2"
+    # so does the snapshot that stands in for the sessions after a purge
+    log.unlink()
+    _run_shell(tmp_path, "zfs recv -u -o readonly=on -v -s hq/stations/st01/media",
+               zfs.replace("@ingest-S2", "@resealed-P2026-0001"), monkeypatch)
+    assert log.read_text().splitlines()[-1] == "hold appliance-evidence hq/stations/st01/media@resealed-P2026-0001"
     # an autobackup snapshot gets no evidence hold
     log.unlink()
     zfs2 = zfs.replace("@ingest-S2", "@st01-20261127175541")
