@@ -294,6 +294,24 @@ def test_a_second_run_changes_nothing(rig: Rig) -> None:
     assert rig.vm.ssh("systemctl show -p MainPID --value appliance.service").stdout.strip() == pid
 
 
+def test_a_config_change_restarts_the_running_appliance_after_the_idle_wait(rig: Rig) -> None:
+    """The handler chain while the daemon runs: the idle wait (tasks/wait_idle.yml) really
+    asks /api/v1/health, then the restart, then the health check with the version."""
+    vm = rig.vm
+    pid = vm.ssh("systemctl show -p MainPID --value appliance.service").stdout.strip()
+    rc, out, recap = rig.playbook("site.yml", "site-config-change", "--limit", "st01", "--tags", "config",
+                                  "-e", "station_name=城关派出所执法站（改名）")
+    assert rc == 0, out[-6000:]
+    assert recap["st01"]["changed"] >= 1 and recap["st01"]["failed"] == 0, recap
+    # The include, then the included task: asked the daemon, not skipped.
+    statuses = re.findall(r"(?:TASK|RUNNING HANDLER) \[station : Wait until no slot is copying and no disc"
+                          r" is burning\][^\n]*\n(?:[^\n]*\n)*?(\w+):", out)
+    assert "ok" in statuses and "skipping" not in statuses, (statuses, out[-6000:])
+    assert vm.ssh("systemctl show -p MainPID --value appliance.service").stdout.strip() != pid
+    assert "城关派出所执法站（改名）" in vm.ssh("cat /etc/appliance/config.yaml").stdout
+    assert rig.health()["version"] == rig.releases["v1"]
+
+
 def test_replication_to_the_hq_that_the_hq_role_set_up(rig: Rig) -> None:
     vm = rig.vm
     started = time.monotonic()
