@@ -9,7 +9,7 @@ destination's caches are dropped where the kernel lets us.
 ``cp`` + ``sync`` writes each byte to the disk once; a verified ingest must also read it
 back from the disk. So a third run, the *I/O floor*, does only that disk work with
 ``dd`` (each file written with ``oflag=direct`` and fsynced, then read back with
-``iflag=direct``, one stream per slot): no hashing, no catalog. ``ratio_ingest_vs_floor``
+``iflag=direct``, one stream per slot): no hashing, no catalog. ``ratio_ingest_vs_io_floor``
 near 1 means the pipeline costs nothing beyond the disk traffic a read-back demands;
 where the disk reads no faster than it writes, that floor alone is about half of
 ``cp`` + ``sync``'s speed.
