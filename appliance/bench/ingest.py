@@ -99,15 +99,14 @@ def time_io_floor(sources: list[Path], dest: Path, block_size: int) -> float:
     """Seconds for the disk work of a verified copy alone: per slot in parallel, each file
     written with O_DIRECT and fsynced, then read back with O_DIRECT (``dd``)."""
     dest.mkdir(parents=True)
-    bs = f"{block_size}"
     started = time.perf_counter()
     procs = []
     for src in sources:
         files = sorted(p for p in src.rglob("*") if p.is_file())
         # dd turns O_DIRECT off by itself for a last block that is not aligned.
         script = "set -e\n" + "".join(
-            f'dd if="$1/{i}" of="$2/{i}" bs={bs} oflag=direct conv=fsync status=none\n'
-            f'dd if="$2/{i}" of=/dev/null bs={bs} iflag=direct status=none\n'
+            f'dd if="$1/{i}" of="$2/{i}" bs={block_size} oflag=direct conv=fsync status=none\n'
+            f'dd if="$2/{i}" of=/dev/null bs={block_size} iflag=direct status=none\n'
             for i in range(len(files)))
         links = dest / f"{src.name}.src"
         links.mkdir()

@@ -58,13 +58,11 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.errors import ApplianceError
-from appliance.vault.zfs import HOLD_TAG, RESEAL_PREFIX, SNAPSHOT_PREFIX
+from appliance.vault.zfs import RESEAL_PREFIX, SNAPSHOT_PREFIX
 
 log = logging.getLogger(__name__)
 
 HOST_ALIAS = "appliance-hq"          # the Host entry of the generated ssh config
-INGEST_PREFIX = SNAPSHOT_PREFIX
-EVIDENCE_HOLD = HOLD_TAG
 SNAPSHOT_FORMAT = "{}-%Y%m%d%H%M%S"  # zfs-autobackup's default, in UTC (--utc)
 KILL_GRACE_S = 10
 MAX_LOG_LINES = 20000
@@ -474,7 +472,7 @@ class Snap:
     def held_ingest(self) -> bool:
         """A held snapshot of evidence: a session's, or one that stands in for sessions'
         after a purge (they refer to it then)."""
-        return self.name.startswith((INGEST_PREFIX, RESEAL_PREFIX)) and self.userrefs > 0
+        return self.name.startswith((SNAPSHOT_PREFIX, RESEAL_PREFIX)) and self.userrefs > 0
 
 
 LOCAL_COLUMNS = "name,guid,creation,createtxg,userrefs"

@@ -284,7 +284,7 @@ class ZfsVault(Vault):
                  if n != name]
         if not older:
             return None
-        new = [f"{self._ds(c.name)}@{name}" for c in children(self.backup_name) if c.snapshotted]
+        new = self.session_snapshots(f"{self._ds(MEDIA)}@{name}")
         self._snapshot_and_hold(new)
         problems: list[str] = []
         changed: set[str] = set()
@@ -309,9 +309,8 @@ class ZfsVault(Vault):
                       tuple(f"{media}@{n}" for n in older if n.startswith(RESEAL_PREFIX)))
 
     def retire(self, snapshots: list[str]) -> list[str]:
-        names = {s.split("@", 1)[1] for s in snapshots}
-        return self._release_and_destroy([f"{self._ds(c.name)}@{n}" for n in sorted(names)
-                                          for c in children(self.backup_name) if c.snapshotted])
+        return self._release_and_destroy(list(dict.fromkeys(
+            name for snapshot in snapshots for name in self.session_snapshots(snapshot))))
 
     def _held_evidence(self) -> dict[str, list[str]]:
         """The snapshot names (after the @) that carry the evidence hold, per child, oldest first."""

@@ -520,10 +520,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ret.cutoff": ("截止", "cutoff"),
     "ret.candidates": ("到期待列入清单的录像", "Due, not on a list yet"),
     "ret.protected": ("受保护、不清理的录像", "Protected, never purged"),
-    "ret.protect.1": ("长期保存类别（第七条）", "long-term category (art. 7)"),
-    "ret.protect.2": ("案件未结或属长期保存", "case not closed, or long-term case"),
-    "ret.protect.3": ("对外提供申请中", "on a pending or approved release"),
-    "ret.protect.4": ("司法调阅中", "on a judicial request"),
     # Why an item was kept when its list was carried out (retention.why_kept / NOT_AT_HQ).
     "ret.why.long-term category (art. 7)": ("长期保存类别（第七条）", "long-term category (art. 7)"),
     "ret.why.on a case that is not closed, or on a long-term case": ("案件未结或属长期保存", "on a case that is not closed, or on a long-term case"),

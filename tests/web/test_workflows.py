@@ -490,7 +490,7 @@ def test_who_may_decide_what_in_the_route_table():
 
 
 def test_every_word_of_the_workflows_is_translated():
-    from appliance.catalog import confidentiality, exceptions, judicial, releases
+    from appliance.catalog import confidentiality, exceptions, judicial, releases, retention
     from appliance.web import i18n
 
     keys = ([f"dev.status.{s}" for s in registry.DEVICE_STATUSES]
@@ -500,7 +500,8 @@ def test_every_word_of_the_workflows_is_translated():
             + [f"jud.kind.{k}" for k in judicial.AUTHORITY_KINDS] + [f"rel.purpose.{k}" for k in releases.PURPOSES]
             + [f"mark.{k}" for k in confidentiality.MARKS] + [f"mark.{k}.help" for k in confidentiality.MARKS]
             + [f"appr.state.{k}" for k in ("pending", "approved", "refused", "exported", "executing", "done")]
-            + [f"ret.item.{k}" for k in ("listed", "purged", "kept")] + [f"ret.protect.{n}" for n in range(1, 5)])
+            + [f"ret.item.{k}" for k in ("listed", "purged", "kept")]
+            + [f"ret.why.{reason}" for reason, _ in retention.PROTECTIONS] + [f"ret.why.{retention.NOT_AT_HQ}"])
     assert [k for k in keys if k not in i18n.MESSAGES] == []
     from appliance.catalog.retention import PROTECTIONS
     assert len(PROTECTIONS) == 4
